@@ -1,0 +1,59 @@
+"""The shared Typer app and helpers every command module uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from steelqc.config import ConfigError, Settings, load_settings
+from steelqc.data.errors import DataError
+
+app = typer.Typer(
+    name="steelqc",
+    help="Visual inspection of steel strip: validate, patch, train, gate, inspect, monitor.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+ConfigOption = typer.Option(None, "--config", "-c", help="Profile name (demo, severstal) or path to a YAML file")
+SetOption = typer.Option(None, "--set", help="Override a setting: --set train.epochs_frozen=2 (repeatable)")
+
+
+def settings_from_cli(config: str | None, sets: list[str] | None, **overrides: Any) -> Settings:
+    """Settings from a profile plus ``--set key=value`` flags and command-specific flags (None = unset)."""
+    parsed: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    for item in sets or []:
+        if "=" not in item:
+            fail(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        parsed[key.strip()] = value.strip()
+    try:
+        return load_settings(config, parsed)
+    except ConfigError as exc:
+        fail(str(exc))
+        raise  # unreachable; keeps type checkers happy
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit with ``code`` (2 = usage/config, 1 = the check failed)."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def run_guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func`` and turn steelqc's typed errors into a clear message and exit code 2."""
+    try:
+        return func(*args, **kwargs)
+    except (DataError, ConfigError, FileNotFoundError) as exc:
+        fail(str(exc))
+
+
+def existing_path(path: Path) -> Path:
+    if not path.exists():
+        fail(f"{path} does not exist")
+    return path

@@ -1,0 +1,279 @@
+"""One settings model for every stage: YAML profile, then ``STEELQC_*`` env vars, then explicit overrides.
+
+Precedence (highest first): overrides passed in code/CLI flags > ``STEELQC_<SECTION>__<FIELD>`` env vars >
+the YAML profile > defaults. The ecosystem's own variables (``MLFLOW_TRACKING_URI``, ``PREFECT_API_URL``,
+``AWS_*``, ``MLFLOW_S3_ENDPOINT_URL``) are read where they are used, by the libraries themselves, and
+are never renamed; only the embedded default for MLflow is filled in here when none is set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from steelqc.env import default_state_dir
+
+PROFILE_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the offending field(s)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSettings(_Section):
+    """Where the dataset lives and what its images must look like."""
+
+    root: str | None = Field(None, description="Dataset folder or s3://bucket/prefix")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint; defaults to $MLFLOW_S3_ENDPOINT_URL / $AWS_ENDPOINT_URL_S3"
+    )
+    image_workers: int = Field(4, ge=1, description="Threads decoding images in parallel")
+
+
+class SynthSettings(_Section):
+    """Generated Severstal-like data for the embedded default and tests."""
+
+    images: int = Field(200, ge=1)
+    seed: int = 0
+    defect_rate: float = Field(0.53, ge=0.0, le=1.0)
+    contrast: float = Field(1.0, gt=0.0, description="Defect contrast multiplier (<1 harder, >1 easier)")
+    size_scale: float = Field(1.0, gt=0.0, description="Defect size multiplier")
+
+
+class ValidationSettings(_Section):
+    """Thresholds of the dataset-level expectations and what happens to bad rows."""
+
+    mode: Literal["fail", "quarantine"] = "fail"
+    min_images: int = Field(10, ge=1)
+    defect_rate_min: float = Field(0.05, ge=0.0, le=1.0)
+    defect_rate_max: float = Field(0.95, ge=0.0, le=1.0)
+    require_all_classes: bool = True
+    min_valid_fraction: float = Field(
+        0.9, ge=0.0, le=1.0, description="Quarantine mode fails when fewer images than this survive"
+    )
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> "ValidationSettings":
+        if self.defect_rate_min > self.defect_rate_max:
+            raise ValueError("defect_rate_min must not exceed defect_rate_max")
+        return self
+
+
+class PatchSettings(_Section):
+    """Patch grid, label rule and the by-image split."""
+
+    size: int = Field(256, ge=8)
+    stride: int = Field(128, ge=1)
+    min_defect_pixels: int = Field(32, ge=1)
+    pad_mode: Literal["reflect", "constant", "edge"] = "reflect"
+    val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _fractions_leave_training(self) -> "PatchSettings":
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        if self.stride > self.size:
+            raise ValueError("stride larger than size would leave pixels uncovered")
+        return self
+
+
+class ModelSettings(_Section):
+    """Backbone and input geometry."""
+
+    backbone: Literal["efficientnetb0", "small_cnn"] = "efficientnetb0"
+    weights: str = Field("imagenet", description="imagenet | none | path to a .h5 / .weights.h5 file")
+    input_size: int = Field(256, ge=32, description="Patches are resized to this before the backbone")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    fine_tune_blocks: int = Field(2, ge=0, description="Top backbone blocks unfrozen in stage two")
+
+
+class TrainSettings(_Section):
+    """Two-stage, class-weighted training with early stopping on validation PR-AUC."""
+
+    batch_size: int = Field(16, ge=1)
+    epochs_frozen: int = Field(3, ge=0)
+    epochs_finetune: int = Field(5, ge=0)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    finetune_learning_rate: float = Field(1e-4, gt=0.0)
+    patience: int = Field(3, ge=1)
+    augment: bool = True
+    cache: bool = False
+    balanced_sampling: bool = False
+    max_train_patches: int | None = Field(None, ge=1, description="Cap per epoch (demo speed)")
+    seed: int = 1234
+
+
+class ThresholdSettings(_Section):
+    """Recall-first operating points chosen on validation scores only."""
+
+    recall_target: float = Field(0.995, gt=0.0, le=1.0)
+    confidence: float | None = Field(0.95, gt=0.0, lt=1.0)
+    precision_target: float = Field(0.95, gt=0.0, le=1.0)
+
+
+class TrackingSettings(_Section):
+    """MLflow experiment and registry names; the URI itself comes from ``MLFLOW_TRACKING_URI``."""
+
+    tracking_uri: str | None = Field(None, description="Overrides $MLFLOW_TRACKING_URI; default SQLite in state dir")
+    experiment_prefix: str = "steelqc"
+    registered_model: str = "steelqc"
+
+
+class GateSettings(_Section):
+    """Champion/challenger promotion rule and QA approval wait."""
+
+    recall_tolerance: float = Field(0.0, ge=0.0, le=1.0)
+    approval_timeout_hours: float = Field(72.0, gt=0.0)
+
+
+class MonitoringSettings(_Section):
+    """Production patch log and drift detection."""
+
+    log_dir: str | None = Field(None, description="Local folder or s3:// prefix; default <state>/patch-log")
+    drift_share: float = Field(0.5, gt=0.0, le=1.0, description="Share of drifted features that means drift")
+    trigger_retrain: bool = False
+
+
+class AppSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8501, ge=1, le=65535)
+    max_upload_mb: int = Field(20, ge=1)
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a steelqc run."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STEELQC_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    profile: str = "default"
+    state_dir: Path = Field(default_factory=default_state_dir)
+    data: DataSettings = DataSettings()
+    synth: SynthSettings = SynthSettings()
+    validation: ValidationSettings = ValidationSettings()
+    patches: PatchSettings = PatchSettings()
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    thresholds: ThresholdSettings = ThresholdSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    gate: GateSettings = GateSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    app: AppSettings = AppSettings()
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Env vars beat the YAML profile, which is passed as init kwargs; explicit overrides are
+        # applied afterwards in load_settings so they beat both.
+        return (env_settings, init_settings)
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """Explicit setting > ``$MLFLOW_TRACKING_URI`` > SQLite under the state dir."""
+        if self.tracking.tracking_uri:
+            return self.tracking.tracking_uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        return f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return self.state_dir / "mlartifacts"
+
+    @property
+    def s3_endpoint_url(self) -> str | None:
+        return (
+            self.data.s3_endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+        )
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """Resolve ``demo`` / ``severstal`` to the packaged profile, or accept a path to any YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        if candidate.exists():
+            return candidate
+        packaged = PROFILE_DIR / candidate.name
+        if packaged.exists():
+            return packaged
+        raise ConfigError(f"config file not found: {candidate}")
+    packaged = PROFILE_DIR / f"{name_or_path}.yaml"
+    if not packaged.exists():
+        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+        raise ConfigError(f"unknown profile {name_or_path!r} (known: {known})")
+    return packaged
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings from a profile name or YAML path, env vars, and ``{"train.epochs": 2}`` overrides.
+
+    Raises :class:`ConfigError` naming every invalid field, so a bad config fails at start.
+    """
+    profile: dict[str, Any] = {}
+    if config is not None:
+        path = profile_path(config)
+        try:
+            profile = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(profile, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        profile.setdefault("profile", path.stem)
+    try:
+        settings = Settings(**profile)
+        if overrides:
+            data = _deep_merge(settings.model_dump(), _dotted_to_nested(overrides))
+            settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+    return settings

@@ -1,0 +1,212 @@
+"""The Severstal dataset layout, read from a local folder or ``s3://bucket/prefix``.
+
+Layout::
+
+    ROOT/train.csv        ImageId,ClassId,EncodedPixels (one row per non-empty mask)
+                          or the older ImageId_ClassId,EncodedPixels (4 rows per image, empty masks)
+    ROOT/train_images/    one file per image; an image with no label rows is defect-free
+    ROOT/dataset.yaml     optional metadata: name, classes {id: name}, image height/width, ImageId pattern
+
+Reading labels never raises on a bad *value* (validation reports those row by row); decoding a mask or
+an image for training does, with the file and CSV row named.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from steelqc.data.errors import DatasetError, LabelFormatError, UnsafeImageIdError
+from steelqc.data.images import check_size, decode_image_bytes
+from steelqc.data.rle import decode_rle
+from steelqc.data.storage import Storage, open_storage
+
+META_FILE = "dataset.yaml"
+LABELS_FILE = "train.csv"
+IMAGES_DIR = "train_images"
+SEVERSTAL_CLASSES = {1: "pits", 2: "vertical_marks", 3: "scratches", 4: "patches"}
+SEVERSTAL_ID_PATTERN = r"^[0-9a-f]{9}\.jpg$"
+LABEL_COLUMNS = ["ImageId", "ClassId", "EncodedPixels"]
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What every image and label of a dataset must satisfy. Severstal's values by default."""
+
+    name: str = "severstal"
+    classes: dict[int, str] = field(default_factory=lambda: dict(SEVERSTAL_CLASSES))
+    height: int = 256
+    width: int = 1600
+    image_id_pattern: str = SEVERSTAL_ID_PATTERN
+
+    @property
+    def class_ids(self) -> list[int]:
+        return sorted(self.classes)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(
+            {
+                "name": self.name,
+                "classes": {int(k): v for k, v in sorted(self.classes.items())},
+                "height": self.height,
+                "width": self.width,
+                "image_id_pattern": self.image_id_pattern,
+            },
+            sort_keys=False,
+        )
+
+    @classmethod
+    def from_yaml(cls, text: str, *, file: str = META_FILE) -> "DatasetMeta":
+        try:
+            raw = yaml.safe_load(text) or {}
+            classes = {int(k): str(v) for k, v in (raw.get("classes") or SEVERSTAL_CLASSES).items()}
+            meta = cls(
+                name=str(raw.get("name", "severstal")),
+                classes=classes,
+                height=int(raw.get("height", 256)),
+                width=int(raw.get("width", 1600)),
+                image_id_pattern=str(raw.get("image_id_pattern", SEVERSTAL_ID_PATTERN)),
+            )
+            re.compile(meta.image_id_pattern)
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError, re.error) as exc:
+            raise DatasetError(f"invalid dataset metadata: {exc}", file=file) from exc
+        if meta.height < 1 or meta.width < 1 or not meta.classes:
+            raise DatasetError("metadata needs positive height/width and at least one class", file=file)
+        return meta
+
+
+def check_image_id(image_id: object, *, row: int | None = None, file: str | None = None) -> str:
+    """Return ``image_id`` if it is a plain file name; raise :class:`UnsafeImageIdError` otherwise."""
+    if not isinstance(image_id, str) or not image_id.strip():
+        raise UnsafeImageIdError("empty ImageId", file=file, row=row)
+    if "/" in image_id or "\\" in image_id or ".." in image_id or "\x00" in image_id:
+        raise UnsafeImageIdError(f"ImageId {image_id!r} holds a path separator or '..'", file=file, row=row)
+    return image_id
+
+
+def parse_labels_csv(data: bytes, *, file: str = LABELS_FILE) -> pd.DataFrame:
+    """Labels as strings in the new layout plus ``row`` (the CSV line number, header = line 1).
+
+    Accepts both Kaggle layouts; the old one's empty masks are dropped (those images stay known via
+    ``known_image_ids`` attribute in ``df.attrs``). Column problems raise :class:`LabelFormatError`.
+    """
+    try:
+        raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise LabelFormatError(f"labels CSV cannot be parsed: {exc}", file=file) from exc
+    except pd.errors.EmptyDataError:
+        raise LabelFormatError("labels CSV is empty (no header)", file=file) from None
+    raw["row"] = np.arange(len(raw), dtype=np.int64) + 2
+    if {"ImageId", "ClassId", "EncodedPixels"} <= set(raw.columns):
+        labels = raw[[*LABEL_COLUMNS, "row"]].copy()
+        known = labels["ImageId"].tolist()
+    elif {"ImageId_ClassId", "EncodedPixels"} <= set(raw.columns):
+        split = raw["ImageId_ClassId"].str.rsplit("_", n=1, expand=True)
+        if split.shape[1] != 2 or split[1].isna().any():
+            bad = int(raw.loc[split[1].isna(), "row"].iloc[0]) if split.shape[1] == 2 else 2
+            raise LabelFormatError("ImageId_ClassId must look like '<image>_<class>'", file=file, row=bad)
+        labels = pd.DataFrame(
+            {"ImageId": split[0], "ClassId": split[1], "EncodedPixels": raw["EncodedPixels"], "row": raw["row"]}
+        )
+        known = labels["ImageId"].tolist()
+        labels = labels[labels["EncodedPixels"].str.strip() != ""]
+    else:
+        raise LabelFormatError(
+            f"expected columns ImageId,ClassId,EncodedPixels (or ImageId_ClassId,EncodedPixels), "
+            f"got {list(raw.columns[:-1])}",
+            file=file,
+        )
+    labels = labels.reset_index(drop=True)
+    labels.attrs["known_image_ids"] = sorted(set(known))
+    return labels
+
+
+def labels_to_csv(labels: pd.DataFrame) -> bytes:
+    """The new-layout CSV (without the ``row`` column)."""
+    return labels[LABEL_COLUMNS].to_csv(index=False).encode()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A Severstal-layout dataset: labels, the image list, and loaders that check what they load."""
+
+    storage: Storage
+    meta: DatasetMeta
+    labels: pd.DataFrame
+    image_ids: tuple[str, ...]
+
+    @classmethod
+    def open(cls, root: str, *, endpoint_url: str | None = None) -> "Dataset":
+        """Open ``root`` (folder or ``s3://``). Missing folder or CSV raises :class:`DatasetError`."""
+        storage = open_storage(root, endpoint_url)
+        meta = (
+            DatasetMeta.from_yaml(storage.read_bytes(META_FILE).decode(), file=f"{storage.uri}/{META_FILE}")
+            if storage.exists(META_FILE)
+            else DatasetMeta()
+        )
+        if not storage.exists(LABELS_FILE):
+            raise DatasetError(f"no {LABELS_FILE} in dataset", file=storage.uri)
+        labels = parse_labels_csv(storage.read_bytes(LABELS_FILE), file=f"{storage.uri}/{LABELS_FILE}")
+        image_ids = tuple(storage.list_files(IMAGES_DIR))
+        return cls(storage=storage, meta=meta, labels=labels, image_ids=image_ids)
+
+    @property
+    def root(self) -> str:
+        return self.storage.uri
+
+    def restrict(self, image_ids: Iterable[str], label_rows: Iterable[int] | None = None) -> "Dataset":
+        """The same dataset limited to ``image_ids`` (and to the CSV ``label_rows`` when given): a clean manifest."""
+        keep_images = set(image_ids)
+        labels = self.labels[self.labels["ImageId"].isin(keep_images)]
+        if label_rows is not None:
+            labels = labels[labels["row"].isin(set(label_rows))]
+        return replace(
+            self,
+            labels=labels.reset_index(drop=True),
+            image_ids=tuple(i for i in self.image_ids if i in keep_images),
+        )
+
+    @cached_property
+    def _rows_by_image(self) -> dict[str, pd.DataFrame]:
+        return {image_id: rows for image_id, rows in self.labels.groupby("ImageId", sort=False)}
+
+    def image_path(self, image_id: str) -> str:
+        return f"{IMAGES_DIR}/{check_image_id(image_id)}"
+
+    def image_bytes(self, image_id: str) -> bytes:
+        return self.storage.read_bytes(self.image_path(image_id))
+
+    def load_image(self, image_id: str) -> np.ndarray:
+        """Grayscale pixels of one image, checked against the dataset's size."""
+        name = f"{self.root}/{self.image_path(image_id)}"
+        pixels = decode_image_bytes(self.image_bytes(image_id), name=name).pixels
+        return check_size(pixels, self.meta.height, self.meta.width, name=name)
+
+    def masks(self, image_id: str) -> np.ndarray:
+        """Boolean masks of shape (n_classes, H, W) in ``meta.class_ids`` order (all False when clean)."""
+        class_index = {c: i for i, c in enumerate(self.meta.class_ids)}
+        stack = np.zeros((len(class_index), self.meta.height, self.meta.width), dtype=bool)
+        rows = self._rows_by_image.get(image_id)
+        if rows is None:
+            return stack
+        for class_id, encoded, row in rows[["ClassId", "EncodedPixels", "row"]].itertuples(index=False):
+            try:
+                index = class_index[int(class_id)]
+            except (KeyError, ValueError):
+                raise LabelFormatError(
+                    f"ClassId {class_id!r} is not one of {self.meta.class_ids}", file=LABELS_FILE, row=int(row)
+                ) from None
+            stack[index] |= decode_rle(encoded, self.meta.height, self.meta.width, file=LABELS_FILE, row=int(row))
+        return stack
+
+    def class_set(self, image_id: str) -> tuple[int, ...]:
+        """Sorted defect classes present on an image; () for a clean image."""
+        rows = self._rows_by_image.get(image_id)
+        return () if rows is None else tuple(sorted({int(c) for c in rows["ClassId"]}))

@@ -1,0 +1,112 @@
+"""Decode images by their content, never their extension (real Severstal copies hold PNG data as .jpg).
+
+Every loader returns a 2-D ``uint8`` grayscale array: steel strip images are grey, and 3-channel files
+(R=G=B in Severstal) are converted, so one array layout flows through patches, training and inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from steelqc.data.errors import ImageDecodeError, ImageSizeError
+
+# Magic numbers of the formats we accept; anything else is rejected before OpenCV guesses.
+_SIGNATURES: dict[str, tuple[bytes, ...]] = {
+    "jpeg": (b"\xff\xd8\xff",),
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "bmp": (b"BM",),
+    "tiff": (b"II*\x00", b"MM\x00*"),
+}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image with what validation needs to know about the file it came from."""
+
+    pixels: np.ndarray  # (H, W) uint8 grayscale
+    format: str
+    channels: int
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format named by the leading bytes, or None when they match no supported format."""
+    for name, signatures in _SIGNATURES.items():
+        if any(data.startswith(sig) for sig in signatures):
+            return name
+    return None
+
+
+def _is_truncated(data: bytes, fmt: str) -> bool:
+    # OpenCV happily decodes a JPEG cut short (grey fill, a warning on stderr); check the end markers.
+    if fmt == "jpeg":
+        return not data.rstrip(b"\x00").endswith(b"\xff\xd9")
+    if fmt == "png":
+        return b"IEND" not in data[-16:]
+    return False
+
+
+def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
+    """Decode image bytes to grayscale; raise :class:`ImageDecodeError` naming ``name`` on any problem."""
+    if not data:
+        raise ImageDecodeError("empty file", file=name)
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageDecodeError("not a JPEG/PNG/BMP/TIFF image (unknown leading bytes)", file=name)
+    if _is_truncated(data, fmt):
+        raise ImageDecodeError(f"truncated {fmt.upper()} data (end marker missing)", file=name)
+    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.size == 0:
+        raise ImageDecodeError(f"{fmt.upper()} data could not be decoded", file=name)
+    if raw.dtype != np.uint8:
+        raw = cv2.convertScaleAbs(raw, alpha=255.0 / max(float(raw.max()), 1.0))
+    if raw.ndim == 2:
+        return DecodedImage(raw, fmt, 1)
+    channels = raw.shape[2]
+    if channels == 1:
+        return DecodedImage(raw[:, :, 0], fmt, 1)
+    if channels == 3:
+        return DecodedImage(cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY), fmt, 3)
+    if channels == 4:
+        return DecodedImage(cv2.cvtColor(raw, cv2.COLOR_BGRA2GRAY), fmt, 4)
+    raise ImageDecodeError(f"unsupported channel count {channels}", file=name)
+
+
+def read_image(source: str | Path | bytes, *, name: str | None = None) -> np.ndarray:
+    """Grayscale ``uint8`` pixels of a local file or of raw bytes."""
+    if isinstance(source, bytes):
+        return decode_image_bytes(source, name=name or "<bytes>").pixels
+    path = Path(source)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageDecodeError("file not found", file=str(path)) from None
+    return decode_image_bytes(data, name=name or str(path)).pixels
+
+
+def check_size(pixels: np.ndarray, height: int, width: int, *, name: str) -> np.ndarray:
+    """Return ``pixels`` unchanged if they are height × width, else raise :class:`ImageSizeError`."""
+    if pixels.shape[:2] != (height, width):
+        raise ImageSizeError(
+            f"image is {pixels.shape[0]}x{pixels.shape[1]}, expected {height}x{width}", file=name
+        )
+    return pixels
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Lossless PNG bytes (used for generated data and overlays)."""
+    ok, buffer = cv2.imencode(".png", pixels)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
+    """JPEG bytes, as the real Severstal files are."""
+    ok, buffer = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buffer.tobytes()

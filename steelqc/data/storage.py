@@ -1,0 +1,133 @@
+"""Read and write files under a dataset root that is a local folder or ``s3://bucket/prefix``.
+
+S3 goes through boto3, so the standard ``AWS_*`` variables (keys, region, profile, ``AWS_ENDPOINT_URL``)
+apply as usual; an explicit endpoint URL points it at any S3-compatible store (MinIO, moto).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from steelqc.data.errors import DatasetError, MissingImageError
+
+
+class Storage(Protocol):
+    """Files addressed by '/'-separated paths relative to one root."""
+
+    uri: str
+
+    def read_bytes(self, relpath: str) -> bytes: ...
+
+    def write_bytes(self, relpath: str, data: bytes) -> None: ...
+
+    def exists(self, relpath: str) -> bool: ...
+
+    def list_files(self, reldir: str) -> list[str]:
+        """Names (not paths) of the files directly inside ``reldir``, sorted."""
+        ...
+
+
+class LocalStorage:
+    """A folder on disk."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, relpath: str) -> Path:
+        path = (self.root / relpath).resolve()
+        if self.root != path and self.root not in path.parents:
+            raise DatasetError(f"path {relpath!r} escapes the dataset root", file=relpath)
+        return path
+
+    def read_bytes(self, relpath: str) -> bytes:
+        try:
+            return self._path(relpath).read_bytes()
+        except FileNotFoundError:
+            raise MissingImageError("file not found", file=str(self._path(relpath))) from None
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        path = self._path(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def exists(self, relpath: str) -> bool:
+        return self._path(relpath).is_file()
+
+    def list_files(self, reldir: str) -> list[str]:
+        folder = self._path(reldir)
+        if not folder.is_dir():
+            return []
+        return sorted(entry.name for entry in os.scandir(folder) if entry.is_file())
+
+
+class S3Storage:
+    """A prefix in an S3 (or S3-compatible) bucket."""
+
+    def __init__(self, uri: str, endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise DatasetError(f"not an s3:// URI: {uri!r}")
+        self.uri = uri.rstrip("/")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
+        )
+
+    def _key(self, relpath: str) -> str:
+        parts = [p for p in relpath.split("/") if p]
+        if any(p == ".." for p in parts):
+            raise DatasetError(f"path {relpath!r} escapes the dataset root", file=relpath)
+        return "/".join([self.prefix, *parts]) if self.prefix else "/".join(parts)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        key = self._key(relpath)
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise MissingImageError("object not found", file=f"s3://{self.bucket}/{key}") from None
+        except self.client.exceptions.NoSuchBucket:
+            raise DatasetError(f"bucket {self.bucket!r} does not exist", file=self.uri) from None
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(relpath), Body=data)
+
+    def exists(self, relpath: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(relpath))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+
+    def list_files(self, reldir: str) -> list[str]:
+        prefix = self._key(reldir).rstrip("/") + "/"
+        names: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                names.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
+        except self.client.exceptions.NoSuchBucket:
+            raise DatasetError(f"bucket {self.bucket!r} does not exist", file=self.uri) from None
+        return sorted(n for n in names if n)
+
+
+def open_storage(root: str | Path, endpoint_url: str | None = None) -> Storage:
+    """Local folder or ``s3://`` prefix. The endpoint defaults to ``$AWS_ENDPOINT_URL_S3`` / ``$AWS_ENDPOINT_URL``."""
+    text = str(root)
+    if text.startswith("s3://"):
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return S3Storage(text, endpoint_url=endpoint)
+    return LocalStorage(text)

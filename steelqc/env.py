@@ -1,0 +1,38 @@
+"""Process environment defaults: telemetry off, library state kept under the project's state folder.
+
+Applied on import of :mod:`steelqc` with ``os.environ.setdefault`` so a user's explicit choice always wins.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TELEMETRY_OFF = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+}
+
+
+def default_state_dir() -> Path:
+    """The folder holding all embedded-default state: ``$STEELQC_STATE_DIR`` or ``./.steelqc``."""
+    return Path(os.environ.get("STEELQC_STATE_DIR", ".steelqc")).resolve()
+
+
+def apply_default_environment(state_dir: Path | None = None) -> None:
+    """Turn telemetry off and point library home folders (Prefect, Keras, matplotlib) into the state dir."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    state = state_dir or default_state_dir()
+    homes = {
+        "PREFECT_HOME": state / "prefect",
+        "KERAS_HOME": state / "keras",
+        "MPLCONFIGDIR": state / "matplotlib",
+    }
+    for key, path in homes.items():
+        os.environ.setdefault(key, str(path))
