@@ -134,6 +134,9 @@ class GateSettings(_Section):
     """Champion/challenger promotion rule and QA approval wait."""
 
     recall_tolerance: float = Field(0.0, ge=0.0, le=1.0)
+    min_patch_specificity: float = Field(
+        0.1, ge=0.0, le=1.0, description="A model that flags more clean patches than this allows is useless"
+    )
     approval_timeout_hours: float = Field(72.0, gt=0.0)
 
 
@@ -141,7 +144,17 @@ class MonitoringSettings(_Section):
     """Production patch log and drift detection."""
 
     log_dir: str | None = Field(None, description="Local folder or s3:// prefix; default <state>/patch-log")
-    drift_share: float = Field(0.5, gt=0.0, le=1.0, description="Share of drifted features that means drift")
+    drift_share: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="Share of drifted columns that means drift; 0.1 = any one of the 7 (a light change moves one)",
+    )
+    drift_method: str = Field("wasserstein", description="Evidently stat test per column (effect size, not p-value)")
+    drift_threshold: float = Field(
+        0.5, gt=0.0, description="Per-column threshold of drift_method (wasserstein: reference std units)"
+    )
+    window_days: int = Field(7, ge=1, description="Days of patch log `steelqc monitor` reads by default")
     trigger_retrain: bool = False
 
 

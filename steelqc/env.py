@@ -18,6 +18,9 @@ TELEMETRY_OFF = {
     "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
 }
 
+# Prefect's ephemeral API server gets 20 s to start by default; a busy 2-core machine needs more.
+OTHER_DEFAULTS = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+
 
 def default_state_dir() -> Path:
     """The folder holding all embedded-default state: ``$STEELQC_STATE_DIR`` or ``./.steelqc``."""
@@ -26,7 +29,7 @@ def default_state_dir() -> Path:
 
 def apply_default_environment(state_dir: Path | None = None) -> None:
     """Turn telemetry off and point library home folders (Prefect, Keras, matplotlib) into the state dir."""
-    for key, value in TELEMETRY_OFF.items():
+    for key, value in {**TELEMETRY_OFF, **OTHER_DEFAULTS}.items():
         os.environ.setdefault(key, value)
     state = state_dir or default_state_dir()
     homes = {

@@ -4,5 +4,13 @@ Each ``*_commands`` module registers its commands on the shared app when importe
 """
 
 from steelqc.cli._app import app
+from steelqc.cli import data_commands  # noqa: F401  (registers synth, import-voc)
+from steelqc.cli import validate_commands  # noqa: F401  (registers validate)
+from steelqc.cli import patch_commands  # noqa: F401  (registers patches)
+from steelqc.cli import promotion_commands  # noqa: F401  (registers approve, reject, rollback, promotions)
+from steelqc.cli import pipeline_commands  # noqa: F401  (registers pipeline, demo)
+from steelqc.cli import app_commands  # noqa: F401  (registers app)
+from steelqc.cli import train_commands  # noqa: F401  (registers train, evaluate)
+from steelqc.cli import inspect_commands  # noqa: F401  (registers inspect, monitor)
 
 __all__ = ["app"]

@@ -24,14 +24,21 @@ ConfigOption = typer.Option(None, "--config", "-c", help="Profile name (demo, se
 SetOption = typer.Option(None, "--set", help="Override a setting: --set train.epochs_frozen=2 (repeatable)")
 
 
-def settings_from_cli(config: str | None, sets: list[str] | None, **overrides: Any) -> Settings:
-    """Settings from a profile plus ``--set key=value`` flags and command-specific flags (None = unset)."""
-    parsed: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+def parse_sets(sets: list[str] | None) -> dict[str, str]:
+    """``["train.epochs_frozen=2"]`` → ``{"train.epochs_frozen": "2"}``; a malformed item exits with code 2."""
+    parsed: dict[str, str] = {}
     for item in sets or []:
         if "=" not in item:
             fail(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def settings_from_cli(config: str | None, sets: list[str] | None, **overrides: Any) -> Settings:
+    """Settings from a profile plus ``--set key=value`` flags and command-specific flags (None = unset)."""
+    parsed: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    parsed.update(parse_sets(sets))
     try:
         return load_settings(config, parsed)
     except ConfigError as exc:

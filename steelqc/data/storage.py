@@ -38,7 +38,8 @@ class LocalStorage:
         self.uri = str(self.root)
 
     def _path(self, relpath: str) -> Path:
-        path = (self.root / relpath).resolve()
+        # Lexical check, not resolve(): a symlinked images folder is a normal way to assemble a dataset.
+        path = Path(os.path.normpath(self.root / relpath))
         if self.root != path and self.root not in path.parents:
             raise DatasetError(f"path {relpath!r} escapes the dataset root", file=relpath)
         return path

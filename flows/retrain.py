@@ -1,0 +1,81 @@
+"""The retraining flow: validate → patch index → train → thresholds → evaluate → register → gate →
+QA approval → promote. Composition only; every step is a task in ``tasks/training.py``.
+
+Run by a deployment (``prefect.yaml``: weekly), the flow suspends after a passing gate until a QA lead
+answers (``steelqc approve/reject`` or the app), for at most ``gate.approval_timeout_hours``; the
+resumed run reloads every persisted task result and goes straight to the promotion. Run without a
+deployment (``steelqc pipeline``, Prefect's ephemeral mode) it ends with the version *pending approval*.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, suspend_flow_run
+from prefect.context import get_run_context
+
+from flows.approval import ApprovalInput
+from steelqc.config import load_settings
+from tasks import training as t
+
+
+@flow(name="retrain", persist_result=True, log_prints=True)
+def retrain(
+    data: str | None = None,
+    config: str = "demo",
+    overrides: dict[str, Any] | None = None,
+    auto_approve: bool = False,
+) -> dict[str, Any]:
+    """Retrain on ``data`` (folder or s3://; None = generated data) and propose the model for promotion."""
+    logger = get_run_logger()
+    settings = load_settings(config, overrides)
+    flow_run = get_run_context().flow_run
+    work_dir = settings.state_dir / "runs" / str(flow_run.id)
+
+    data_root = data or t.generate_data(settings)
+    validation = t.validate_data(data_root, settings, work_dir)
+    index = t.build_index(validation["manifest_path"], validation["data_hash"], settings, work_dir)
+    run_id = t.start_run(settings, validation, index, str(flow_run.id))
+    training = t.train(validation["manifest_path"], index, settings, work_dir, run_id)
+    thresholds = t.choose_thresholds(validation["manifest_path"], index, settings, training, run_id)
+    evaluation = t.evaluate(validation["manifest_path"], index, settings, training, thresholds, work_dir)
+    version = t.register(
+        validation["manifest_path"], index, settings, training, thresholds, evaluation, validation["data_hash"], run_id
+    )
+    champion = t.score_champion(validation["manifest_path"], index, settings, work_dir)
+    waits_for_qa = not auto_approve and flow_run.deployment_id is not None
+    decision = t.run_gate(
+        settings, version, evaluation, thresholds, champion, str(flow_run.id) if waits_for_qa else None
+    )
+    summary: dict[str, Any] = {
+        "version": version,
+        "run_id": run_id,
+        "data_hash": validation["data_hash"],
+        "metrics": evaluation.metrics,
+        "thresholds": thresholds,
+        "gate": decision,
+        "champion_before": champion["version"],
+        "work_dir": str(work_dir),
+        "data_docs": validation["docs_index"],
+    }
+    if not decision["passed"]:
+        logger.warning("gate failed for v%s: %s (champion unchanged)", version, decision["reason"])
+        return {**summary, "outcome": "gate failed"}
+    if auto_approve:
+        t.promote(settings, version, decision, "auto-approve", "promoted by --auto-approve")
+        return {**summary, "outcome": "promoted"}
+    if not waits_for_qa:
+        logger.info("v%s passed the gate and waits for QA: steelqc approve %s --reviewer NAME", version, version)
+        return {**summary, "outcome": "pending approval"}
+
+    logger.info("v%s passed the gate; suspending until a QA lead approves or rejects it", version)
+    answer = suspend_flow_run(
+        wait_for_input=ApprovalInput,
+        timeout=int(settings.gate.approval_timeout_hours * 3600),
+        key=f"qa-approval-v{version}",
+    )
+    if answer.approve:
+        t.promote(settings, version, decision, answer.reviewer, answer.comment)
+        return {**summary, "outcome": "promoted", "reviewer": answer.reviewer}
+    t.reject(settings, version, answer.reviewer, answer.comment)
+    return {**summary, "outcome": "rejected", "reviewer": answer.reviewer}

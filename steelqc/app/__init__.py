@@ -1,0 +1,1 @@
+"""Streamlit app: the Inspect page for operators and the QA page for the QA lead (``steelqc app``)."""

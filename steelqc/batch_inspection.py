@@ -1,0 +1,228 @@
+"""Inspect a file, a folder or an ``s3://`` prefix of strip images: one PASS / HOLD / FAIL row per image.
+
+Images are read and decoded on a thread pool (OpenCV releases the GIL) while the model scores the
+previous group, and the patches of ``batch_images`` images share model batches. A bad image (unreadable,
+not an image, wrong size) becomes an ``ERROR`` row with its reason; it never stops the batch, because
+one corrupt file must not leave a coil's other images uninspected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from steelqc.data.errors import DataError, DatasetError
+from steelqc.data.images import check_size, decode_image_bytes, encode_png
+from steelqc.data.storage import LocalStorage, Storage, open_storage
+from steelqc.inference import ImageResult, Inspector
+from steelqc.monitoring import EmbeddingRecorder, PatchLog, patch_features, patch_frame
+from steelqc.patches import extract_patches, ordered_parallel_map
+from steelqc.registry import results_frame
+from steelqc.thresholds import FAIL, HOLD, PASS
+
+ERROR = "ERROR"
+DECISION_COLUMNS = ("image", "decision", "worst_score", "worst_patch_y", "worst_patch_x", "patch_scores", "error")
+OVERLAY_DIR = "overlays"
+
+
+@dataclass
+class BatchResult:
+    """What one batch run decided and where it wrote it."""
+
+    decisions: pd.DataFrame  # DECISION_COLUMNS, one row per image in source order
+    csv_path: Path
+    json_path: Path
+    overlays: list[Path]
+    seconds: float
+    patch_log_file: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.decisions) / self.seconds if self.seconds > 0 else math.inf
+
+
+@dataclass
+class _Loaded:
+    name: str
+    pixels: np.ndarray | None
+    error: str | None
+    features: pd.DataFrame | None = None  # patch features for the log, computed on the loader thread
+
+
+def list_images(source: str | Path, endpoint_url: str | None = None) -> tuple[Storage, list[str]]:
+    """The storage holding ``source`` and the names of the images to inspect, sorted.
+
+    ``source`` is one file, a folder (its files, not sub-folders) or an ``s3://`` object or prefix.
+    Every file is listed, whatever its extension: one that is not an image becomes an ERROR row.
+    """
+    text = str(source)
+    if text.startswith("s3://"):
+        storage = open_storage(text, endpoint_url)
+        bucket_path = text.removeprefix("s3://")
+        if "/" in bucket_path.strip("/") and not text.endswith("/") and storage.exists(""):
+            parent, _, name = text.rpartition("/")
+            storage, names = open_storage(parent, endpoint_url), [name]
+        else:
+            names = storage.list_files("")
+    else:
+        path = Path(text).expanduser()
+        if path.is_file():
+            storage, names = LocalStorage(path.parent), [path.name]
+        elif path.is_dir():
+            storage, names = LocalStorage(path), LocalStorage(path).list_files("")
+        else:
+            raise DatasetError("no such file or folder", file=text)
+    if not names:
+        raise DatasetError("no files to inspect", file=text)
+    return storage, names
+
+
+def _load(storage: Storage, name: str, image_size: tuple[int, int] | None, geometry: tuple[int, int, str] | None) -> _Loaded:
+    """Read and decode one image; with ``geometry`` (size, stride, pad mode) also its patch features,
+    on the same grid the Inspector uses, so this work overlaps with the model instead of following it."""
+    where = f"{storage.uri}/{name}"
+    try:
+        pixels = decode_image_bytes(storage.read_bytes(name), name=where).pixels
+        if image_size is not None:
+            check_size(pixels, *image_size, name=where)
+    except DataError as exc:
+        return _Loaded(name, None, exc.reason)
+    features = patch_features(extract_patches(pixels, *geometry)[0]) if geometry is not None else None
+    return _Loaded(name, pixels, None, features)
+
+
+def _groups(items: Iterator[_Loaded], size: int) -> Iterator[list[_Loaded]]:
+    group: list[_Loaded] = []
+    for item in items:
+        group.append(item)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def heatmap_overlay(pixels: np.ndarray, result: ImageResult, patch_size: int) -> np.ndarray:
+    """BGR image: the strip with each pixel tinted by the highest score of the patches covering it.
+
+    The worst patch is outlined, so a reviewer sees at once where the model looked.
+    """
+    heat = np.zeros(pixels.shape, np.float32)
+    for (y, x), score in zip(result.positions, result.patch_scores, strict=True):
+        window = heat[y : y + patch_size, x : x + patch_size]
+        np.maximum(window, np.float32(score), out=window)
+    colour = cv2.applyColorMap(np.rint(heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    overlay = cv2.addWeighted(cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR), 0.6, colour, 0.4, 0)
+    y, x = result.worst_patch
+    bottom_right = (min(x + patch_size, pixels.shape[1]) - 1, min(y + patch_size, pixels.shape[0]) - 1)
+    cv2.rectangle(overlay, (x, y), bottom_right, (255, 255, 255), 2)
+    label = f"{result.decision} {result.worst_score:.3f}"
+    cv2.putText(overlay, label, (x + 4, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+    return overlay
+
+
+def _error_row(item: _Loaded) -> dict[str, object]:
+    return {"image": item.name, "decision": ERROR, "worst_score": np.nan, "worst_patch_y": pd.NA,
+            "worst_patch_x": pd.NA, "patch_scores": "[]", "error": item.error}  # fmt: skip
+
+
+def inspect_batch(
+    inspector: Inspector,
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    workers: int = 4,
+    batch_images: int = 8,
+    patch_log: PatchLog | None = None,
+    reducer: PCA | None = None,
+    image_size: tuple[int, int] | None = None,
+    endpoint_url: str | None = None,
+    model_version: str | None = None,
+) -> BatchResult:
+    """Decide on every image under ``source``; write ``decisions.csv``, ``decisions.json`` and overlays.
+
+    ``image_size`` (height, width) makes other sizes ERROR rows. With a ``patch_log`` every inspected
+    patch is appended with its features and score, and with a ``reducer`` also its reduced embedding,
+    taken from the same forward pass; ``model_version`` is recorded on each logged row so monitoring
+    compares a version only with its own reference.
+    """
+    if workers < 1 or batch_images < 1:
+        raise ValueError("workers and batch_images must be at least 1")
+    started = time.perf_counter()
+    storage, names = list_images(source, endpoint_url)
+    out = Path(out_dir)
+    (out / OVERLAY_DIR).mkdir(parents=True, exist_ok=True)
+    recorder = EmbeddingRecorder(inspector.model) if patch_log is not None and reducer is not None else None
+    scorer = (
+        Inspector(recorder, inspector.thresholds, inspector.patch_size, inspector.stride, inspector.pad_mode,
+                  batch_size=inspector.batch_size)  # fmt: skip
+        if recorder is not None
+        else inspector
+    )
+    rows: list[dict[str, object]] = []
+    overlays: list[Path] = []
+    logged: list[pd.DataFrame] = []
+    geometry = (inspector.patch_size, inspector.stride, inspector.pad_mode) if patch_log is not None else None
+    loaded = ordered_parallel_map(lambda name: _load(storage, name, image_size, geometry), names, workers)
+    for group in _groups(loaded, batch_images):
+        good = [item for item in group if item.pixels is not None]
+        results = scorer.inspect([item.pixels for item in good])
+        embeddings = recorder.take() if recorder is not None else None
+        if patch_log is not None:
+            frame = _log_frame(good, results, embeddings, reducer)
+            logged.append(frame.assign(model_version=model_version) if model_version is not None else frame)
+        in_order = iter(results)
+        for item in group:
+            if item.pixels is None:
+                rows.append(_error_row(item))
+                continue
+            result = next(in_order)
+            rows.append({"image": item.name, **results_frame([result]).iloc[0].to_dict(), "error": ""})
+            if result.decision in (HOLD, FAIL):
+                path = out / OVERLAY_DIR / f"{item.name}.overlay.png"
+                path.write_bytes(encode_png(heatmap_overlay(item.pixels, result, inspector.patch_size)))
+                overlays.append(path)
+    decisions = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
+    decisions[["worst_patch_y", "worst_patch_x"]] = decisions[["worst_patch_y", "worst_patch_x"]].astype("Int64")
+    csv_path, json_path = _write_decisions(decisions, out)
+    # Appended last and once: a retried run rewrites the decisions but never logs its patches twice.
+    log_file = patch_log.append(pd.concat(logged, ignore_index=True)) if patch_log is not None and logged else None
+    counts = {k: int((decisions["decision"] == k).sum()) for k in (PASS, HOLD, FAIL, ERROR)}
+    return BatchResult(decisions, csv_path, json_path, overlays, time.perf_counter() - started, log_file, counts)
+
+
+def _log_frame(
+    items: Sequence[_Loaded], results: Sequence[ImageResult], embeddings: np.ndarray | None, reducer: PCA | None
+) -> pd.DataFrame:
+    """Patch-log rows of one group of images, in the Inspector's patch order."""
+    if not items:
+        return pd.DataFrame()
+    return patch_frame(
+        pd.concat([item.features for item in items], ignore_index=True),
+        np.concatenate([r.patch_scores for r in results]),
+        embeddings=embeddings,
+        reducer=reducer,
+        images=[item.name for item, r in zip(items, results, strict=True) for _ in r.positions],
+        positions=[pos for r in results for pos in r.positions],
+    )
+
+
+def _write_decisions(decisions: pd.DataFrame, out: Path) -> tuple[Path, Path]:
+    csv_path, json_path = out / "decisions.csv", out / "decisions.json"
+    decisions.to_csv(csv_path, index=False)
+    records = []
+    for row in decisions.to_dict(orient="records"):
+        row["patch_scores"] = json.loads(row["patch_scores"])
+        records.append({k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()})
+    json_path.write_text(json.dumps(records, indent=2, default=int))
+    return csv_path, json_path

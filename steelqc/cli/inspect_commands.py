@@ -1,0 +1,141 @@
+"""``steelqc inspect`` (PASS / HOLD / FAIL for a batch of images) and ``steelqc monitor`` (drift report)."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import typer
+
+from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.config import Settings
+
+ModelOption = typer.Option("models:/steelqc@champion", "--model", "-m", help="MLflow model URI to use")
+
+
+def parse_image_size(text: str) -> tuple[int, int] | None:
+    """``256x1600`` → (256, 1600); ``any`` → None (no size check)."""
+    if text.lower() == "any":
+        return None
+    height, sep, width = text.lower().partition("x")
+    if not sep or not height.isdigit() or not width.isdigit() or int(height) < 1 or int(width) < 1:
+        fail(f"--image-size expects HEIGHTxWIDTH (e.g. 256x1600) or 'any', got {text!r}")
+    return int(height), int(width)
+
+
+def _parse_date(text: str | None, flag: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        fail(f"{flag} expects a date like 2026-11-27, got {text!r}")
+        raise
+
+
+def _reports_dir(settings: Settings, kind: str) -> Path:
+    return settings.state_dir / "reports" / f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+def _reference(run_id: str, folder: Path | None) -> tuple[object, object]:
+    """The reference set and reducer: from ``folder`` when given, else the model run's artefacts."""
+    from steelqc.monitoring import download_reference, load_reference
+
+    if folder is not None:
+        return load_reference(folder)
+    with tempfile.TemporaryDirectory(prefix="steelqc-reference-") as tmp:
+        return download_reference(run_id, tmp)
+
+
+@app.command()
+def inspect(
+    path: str = typer.Argument(..., help="An image file, a folder of images or an s3://bucket/prefix"),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for decisions.csv/.json and overlays/"),
+    model: str = ModelOption,
+    workers: int = typer.Option(4, min=1, help="Threads reading and decoding images"),
+    batch_images: int = typer.Option(8, min=1, help="Images whose patches share model batches"),
+    image_size: str = typer.Option("256x1600", help="Expected HEIGHTxWIDTH (other sizes are errors) or 'any'"),
+    log: bool = typer.Option(True, "--log/--no-log", help="Append every patch to the production patch log"),
+    config: str | None = ConfigOption,
+    sets: list[str] | None = SetOption,
+) -> None:
+    """Decide PASS / HOLD / FAIL for every image; bad images are listed with their reason, never skipped."""
+    from mlflow.exceptions import MlflowException
+
+    from steelqc.batch_inspection import inspect_batch
+    from steelqc.monitoring import MonitoringDataError, patch_log_of
+    from steelqc.registry import configure_tracking, load_inspector
+
+    settings = settings_from_cli(config, sets)
+    size = parse_image_size(image_size)
+    run_guarded(configure_tracking, settings)
+    try:
+        inspector, meta = load_inspector(model)
+    except (MlflowException, OSError) as exc:
+        fail(f"cannot load model {model}: {exc}")
+        return
+    reducer = None
+    if log:
+        try:
+            _, reducer = _reference(str(meta.run_id), None)
+        except MonitoringDataError as exc:
+            console.print(f"[yellow]warning:[/] {exc}; logging patches without embeddings")
+    patch_log = patch_log_of(settings) if log else None
+    result = run_guarded(
+        inspect_batch, inspector, path, out, workers=workers, batch_images=batch_images, patch_log=patch_log,
+        reducer=reducer, image_size=size, endpoint_url=settings.s3_endpoint_url, model_version=meta.version,
+    )  # fmt: skip
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
+    console.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}): {counts}")
+    for row in result.decisions[result.decisions["decision"] == "ERROR"].itertuples():
+        console.print(f"  [red]ERROR[/] {row.image}: {row.error}")
+    console.print(f"decisions: {result.csv_path} and {result.json_path}; {len(result.overlays)} overlays in {out / 'overlays'}")
+    if result.patch_log_file:
+        console.print(f"patch log: {result.patch_log_file}")
+    console.print(f"{result.images_per_second:.1f} images/s")
+
+
+@app.command()
+def monitor(
+    since: str | None = typer.Option(None, help="First day (YYYY-MM-DD) of patch log to compare; default: monitoring.window_days ago"),
+    until: str | None = typer.Option(None, help="Last day (YYYY-MM-DD), inclusive; default: today"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder; default <state>/reports/monitor-<time>"),
+    model: str = ModelOption,
+    reference: Path | None = typer.Option(None, help="Reference folder (reference.parquet) instead of the model's own"),
+    config: str | None = ConfigOption,
+    sets: list[str] | None = SetOption,
+) -> None:
+    """Evidently drift report of the production patch log against the model's reference; exit 1 on drift."""
+    from mlflow.exceptions import MlflowException
+
+    from steelqc.monitoring import drift_report, log_drift_run, model_version_of, patch_log_of, read_window
+    from steelqc.registry import configure_tracking
+
+    settings = settings_from_cli(config, sets)
+    first = _parse_date(since, "--since") or datetime.now(UTC).date() - timedelta(days=settings.monitoring.window_days)
+    last = _parse_date(until, "--until")
+    run_guarded(configure_tracking, settings)
+    try:
+        version, run_id = model_version_of(model)
+    except MlflowException as exc:
+        fail(f"cannot resolve model {model}: {exc}")
+        return
+    reference_frame, _ = run_guarded(_reference, run_id, reference)
+    current, others = run_guarded(read_window, patch_log_of(settings), first, last, version)
+    if others:
+        console.print(f"{others} logged patches of other model versions are not compared with v{version}'s reference")
+    folder = out or _reports_dir(settings, "monitor")
+    result = run_guarded(drift_report, reference_frame, current, folder, settings.monitoring)
+    params = {"model": model, "model_version": str(version), "since": str(first), "until": str(last or "today")}
+    run = log_drift_run(settings, result, params)
+    console.print(
+        f"{result.n_current} production patches vs {result.n_reference} reference patches: "
+        f"{result.drifted_share:.0%} of columns drifted {result.drifted_columns}, score drift {result.score_drift}, "
+        f"embedding drift {result.embedding_drift}"
+    )
+    console.print(f"report: {result.html_path}\nsummary: {result.json_path}\nMLflow run: {run}")
+    if result.drift_detected:
+        console.print("[bold red]drift detected:[/] " + "; ".join(result.reasons))
+        raise typer.Exit(1)
+    console.print("[green]no drift[/]")

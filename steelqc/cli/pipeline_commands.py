@@ -1,0 +1,84 @@
+"""``steelqc pipeline`` (the retraining flow) and ``steelqc demo`` (the whole thing on generated data)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, parse_sets, settings_from_cli
+from steelqc.config import Settings
+
+HEADLINE = ("patch_recall", "patch_precision", "patch_specificity", "image_recall", "image_precision", "image_specificity")
+
+
+def _run_retrain(data: str | None, config: str | None, sets: list[str] | None, auto_approve: bool,
+                 runner: str, dask_address: str | None) -> tuple[Settings, dict[str, Any]]:
+    from flows.retrain import retrain
+    from flows.runners import task_runner
+    from steelqc.data.errors import DataError
+    from steelqc.validation import ValidationFailed
+
+    settings = settings_from_cli(config, sets)
+    overrides = parse_sets(sets)
+    try:
+        flow = retrain.with_options(task_runner=task_runner(runner, dask_address))  # type: ignore[arg-type]
+        summary = flow(data=data, config=config or "demo", overrides=overrides, auto_approve=auto_approve)
+    except ValidationFailed as exc:
+        fail(f"{exc}\nnothing was trained; the champion is unchanged", code=1)
+    except (DataError, ValueError) as exc:
+        fail(f"{exc}\nthe champion is unchanged")
+    return settings, summary
+
+
+def _print_summary(settings: Settings, summary: dict[str, Any]) -> None:
+    metrics = summary["metrics"]
+    typer.echo(f"registered: {settings.tracking.registered_model} v{summary['version']} (MLflow run {summary['run_id']})")
+    typer.echo("test metrics: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in HEADLINE if k in metrics))
+    gate = summary["gate"]
+    typer.echo(f"gate: {'passed' if gate['passed'] else 'FAILED'} - {gate['reason']}")
+    typer.echo(f"outcome: {summary['outcome']}")
+    if summary["outcome"] == "pending approval":
+        typer.echo(f"approve with: steelqc approve {summary['version']} --reviewer NAME [--comment ...]")
+
+
+@app.command()
+def pipeline(
+    data: str = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: generated data)"),
+    config: str = ConfigOption,
+    sets: list[str] = SetOption,
+    auto_approve: bool = typer.Option(False, "--auto-approve", help="Promote without waiting for a QA lead"),
+    runner: str = typer.Option("local", "--runner", help="local (threads) or dask"),
+    dask_address: str = typer.Option(None, "--dask-address", help="tcp://host:port of an existing Dask scheduler"),
+) -> None:
+    """Run the retraining flow: validate, patch, train, thresholds, evaluate, register, gate, approval."""
+    settings, summary = _run_retrain(data, config, sets, auto_approve, runner, dask_address)
+    _print_summary(settings, summary)
+    if not summary["gate"]["passed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(sets: list[str] = SetOption) -> None:
+    """The main job end to end on the embedded default: generated data, demo profile, auto-approval."""
+    from steelqc import promotion
+
+    started = time.monotonic()
+    console.print("[bold]steelqc demo[/]: generate → validate → patch → train → thresholds → evaluate → "
+                  "register → gate → promote (demo profile, auto-approved)")
+    settings, summary = _run_retrain(None, "demo", sets, True, "local", None)
+    _print_summary(settings, summary)
+    card = promotion.champion_card(settings)
+    state = settings.state_dir
+    typer.echo("")
+    typer.echo(f"champion: v{card['version']}" if card else "champion: none (the gate did not pass)")
+    typer.echo(f"finished in {time.monotonic() - started:.0f} s")
+    typer.echo("")
+    typer.echo("open the results:")
+    typer.echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri} --host 127.0.0.1 --port 5000"
+               "   → http://127.0.0.1:5000")
+    typer.echo(f"  data docs:   {summary['data_docs']}")
+    typer.echo(f"  evaluation:  {summary['work_dir']}/evaluation/")
+    typer.echo(f"  inspect:     .venv/bin/steelqc inspect {state}/data --out {state}/inspect   |   app: .venv/bin/steelqc app")
+    typer.echo("  promotions:  .venv/bin/steelqc promotions")

@@ -1,0 +1,97 @@
+"""``steelqc approve / reject / rollback / promotions``: the QA lead's side of the champion gate."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from steelqc.cli._app import ConfigOption, SetOption, app, fail, settings_from_cli
+from steelqc.promotion import PromotionError
+
+ReviewerOption = typer.Option(..., "--reviewer", "-r", help="Who decides (recorded on the model version)")
+CommentOption = typer.Option("", "--comment", "-m", help="Why")
+
+
+@app.command()
+def approve(
+    version: str = typer.Argument(..., help="Registered model version waiting for approval"),
+    reviewer: str = ReviewerOption,
+    comment: str = CommentOption,
+    config: str = ConfigOption,
+    sets: list[str] = SetOption,
+) -> None:
+    """Approve a pending challenger: resumes its waiting run, or promotes it after re-checking the gate."""
+    from flows.approval import approve as approve_version
+
+    settings = settings_from_cli(config, sets)
+    try:
+        typer.echo(approve_version(settings, version, reviewer=reviewer, comment=comment))
+    except PromotionError as exc:
+        fail(str(exc), code=1)
+
+
+@app.command()
+def reject(
+    version: str = typer.Argument(..., help="Registered model version waiting for approval"),
+    reviewer: str = ReviewerOption,
+    comment: str = CommentOption,
+    config: str = ConfigOption,
+    sets: list[str] = SetOption,
+) -> None:
+    """Reject a pending challenger; the champion does not move."""
+    from flows.approval import reject as reject_version
+
+    settings = settings_from_cli(config, sets)
+    try:
+        typer.echo(reject_version(settings, version, reviewer=reviewer, comment=comment))
+    except PromotionError as exc:
+        fail(str(exc), code=1)
+
+
+@app.command()
+def rollback(
+    reviewer: str = ReviewerOption,
+    comment: str = CommentOption,
+    config: str = ConfigOption,
+    sets: list[str] = SetOption,
+) -> None:
+    """Swap the champion back to the previous champion (recorded like a promotion)."""
+    from steelqc import promotion
+
+    settings = settings_from_cli(config, sets)
+    try:
+        record = promotion.rollback(settings, reviewer=reviewer, comment=comment)
+    except PromotionError as exc:
+        fail(str(exc), code=1)
+        return
+    typer.echo(f"champion is v{record.version} again (was v{record.previous_version})")
+
+
+@app.command()
+def promotions(config: str = ConfigOption, sets: list[str] = SetOption) -> None:
+    """List pending approvals and past gate, promotion, rejection and rollback decisions."""
+    from steelqc import promotion
+
+    settings = settings_from_cli(config, sets)
+    champion = promotion.champion_version(settings)
+    typer.echo(f"champion: v{champion}" if champion else "champion: none yet")
+    pending = Table(title="Pending approval")
+    for column in ("version", "created", "patch recall", "image recall", "champion then", "flow run"):
+        pending.add_column(column)
+    for item in promotion.list_pending(settings):
+        metrics = item.challenger_metrics
+        pending.add_row(
+            item.version, item.created_at, f"{metrics.get('patch_recall', float('nan')):.4f}",
+            f"{metrics.get('image_recall', float('nan')):.4f}", item.champion_version or "-", item.flow_run_id or "-",
+        )
+    history = Table(title="Decisions")
+    decisions = promotion.list_decisions(settings)
+    for column in decisions.columns:
+        history.add_column(column)
+    for row in decisions.itertuples(index=False):
+        history.add_row(*[str(value) for value in row])
+    from rich.console import Console
+
+    out = Console()
+    out.print(pending)
+    out.print(history)

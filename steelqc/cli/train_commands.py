@@ -1,0 +1,97 @@
+"""``steelqc train`` (one training job into MLflow and the registry) and ``steelqc evaluate`` (re-score a model)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from mlflow.exceptions import MlflowException
+
+from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.config import Settings
+from steelqc.model import WeightsUnavailableError
+from steelqc.registry import TrackingUnavailableError
+from steelqc.train_job import HEADLINE_METRICS, evaluate_model, run_training_job
+from steelqc.validation import ValidationFailed
+
+T = TypeVar("T")
+
+
+def _run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Typed errors become one clear line: a failed data gate exits 1, an unusable setup exits 2."""
+    try:
+        return run_guarded(func, *args, **kwargs)
+    except ValidationFailed as exc:
+        fail(str(exc), code=1)
+        raise  # unreachable: fail() exits
+    except (TrackingUnavailableError, WeightsUnavailableError) as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() exits
+    except MlflowException as exc:  # e.g. an unknown model URI; MLflow appends pages of detail after line one
+        fail(f"MLflow: {str(exc).strip().splitlines()[0]}")
+        raise  # unreachable: fail() exits
+
+
+def _data_root(data: str | None, settings: Settings) -> str:
+    root = data or settings.data.root
+    if root is None:
+        fail("no dataset given: pass DATA or set data.root")
+    return str(root)
+
+
+def _format_metrics(metrics: Mapping[str, float]) -> str:
+    return "  ".join(f"{name}={metrics[name]:.4f}" for name in HEADLINE_METRICS if name in metrics)
+
+
+@app.command()
+def train(
+    data: str | None = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: data.root)"),
+    work_dir: Path | None = typer.Option(
+        None,
+        "--work-dir",
+        help="Folder for reports, index and checkpoints; reuse it to resume (default: <state>/runs/…)",
+    ),
+    config: str | None = ConfigOption,
+    sets: list[str] | None = SetOption,
+) -> None:
+    """Validate, patch, train, pick thresholds on val, evaluate on test, log to MLflow and register a version."""
+    settings = settings_from_cli(config, sets)
+    result = _run(run_training_job, _data_root(data, settings), settings, work_dir=work_dir)
+    t = result.thresholds
+    typer.echo(f"run id:      {result.run_id}")
+    name, version = result.registered_model, result.version
+    typer.echo(f"registered:  {name} version {version} (models:/{name}/{version})")
+    typer.echo(f"thresholds:  t_pass={t.t_pass:.4f}  t_fail={t.t_fail:.4f}  val recall bound={t.recall_bound:.4f}")
+    typer.echo(f"test:        {_format_metrics(result.metrics)}")
+    if not t.bound_met:
+        console.print(f"[yellow]note:[/] {t.note}")
+    console.print(f"work folder: {result.work_dir}")
+    typer.echo(
+        json.dumps(
+            {"run_id": result.run_id, "model": result.registered_model, "version": result.version, **result.headline}
+        )
+    )
+
+
+@app.command()
+def evaluate(
+    model_uri: str = typer.Argument(..., help="models:/steelqc@champion, models:/steelqc/3 or runs:/<id>/model"),
+    data: str | None = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: data.root)"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Report folder (default: <state>/reports/evaluate-<UTC time>)"
+    ),
+    config: str | None = ConfigOption,
+    sets: list[str] | None = SetOption,
+) -> None:
+    """Re-score a logged model on a dataset's test split with the model's own thresholds and patch geometry."""
+    settings = settings_from_cli(config, sets)
+    out_dir = out or settings.state_dir / "reports" / datetime.now(UTC).strftime("evaluate-%Y%m%dT%H%M%SZ")
+    report = _run(evaluate_model, model_uri, _data_root(data, settings), settings, out_dir)
+    typer.echo(f"test:        {_format_metrics(report.metrics)}")
+    console.print(f"report:      {out_dir / 'evaluation'}")
+    headline = {name: report.metrics[name] for name in HEADLINE_METRICS if name in report.metrics}
+    typer.echo(json.dumps({"model_uri": model_uri, **headline}))

@@ -1,0 +1,279 @@
+"""Test-split evaluation at patch and image level, every number from scikit-learn, plus the plots QA looks at.
+
+"Flagged" means not PASS (score ≥ ``t_pass``): recall, precision, specificity and F2 are measured there,
+because a HOLD still stops the strip for a human. The same metrics at ``t_fail`` show what would be
+rejected automatically. An image's score is its worst patch's; an image is defective when any of its
+patches contains defect pixels. Plots are drawn on standalone ``Figure`` objects (Agg, no pyplot state).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import (
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
+    average_precision_score,
+    confusion_matrix,
+    fbeta_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from steelqc.thresholds import FAIL, HOLD, PASS, Thresholds, decide
+
+SIZE_BUCKETS = {"lt64": (0, 64), "64_1k": (64, 1_000), "1k_10k": (1_000, 10_000), "gt10k": (10_000, np.inf)}
+GALLERY_MAX = 24
+REQUIRED_COLUMNS = ("image_id", "y", "x", "size", "label")
+
+
+@dataclass
+class EvaluationReport:
+    """Flat MLflow-ready ``metrics``, confusion matrices ``[[tn, fp], [fn, tp]]``, missed defects, plot paths."""
+
+    metrics: dict[str, float]
+    confusion: dict[str, list[list[int]]]
+    missed: pd.DataFrame
+    images: pd.DataFrame
+    thresholds: Thresholds
+    plots: dict[str, Path] = field(default_factory=dict)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The whole report as JSON (written to ``path`` when given)."""
+        text = json.dumps(
+            {
+                "metrics": self.metrics,
+                "confusion": self.confusion,
+                "thresholds": self.thresholds.to_dict(),
+                "missed": self.missed.to_dict(orient="records"),
+                "plots": {name: str(p) for name, p in self.plots.items()},
+            },
+            indent=1,
+        )
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+
+def _check_inputs(rows: pd.DataFrame, scores: np.ndarray, class_ids: Sequence[int]) -> None:
+    px_columns = [f"px_class_{k}" for k in class_ids]
+    missing = [c for c in (*REQUIRED_COLUMNS, *px_columns) if c not in rows.columns]
+    if missing:
+        raise ValueError(f"index rows lack columns {missing}")
+    if len(rows) != scores.size:
+        raise ValueError(f"{len(rows)} index rows but {scores.size} scores")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"scores contain {int(np.sum(~np.isfinite(scores)))} non-finite values")
+
+
+def _level_metrics(prefix: str, y: np.ndarray, scores: np.ndarray, t: Thresholds) -> tuple[dict[str, float], dict]:
+    """Threshold-free and operating-point metrics of one level (``patch`` or ``image``)."""
+    if y.all() or not y.any():
+        raise ValueError(f"{prefix} level of the test split needs both defective and clean examples")
+    flagged, failed = (scores >= t.t_pass).astype(int), (scores >= t.t_fail).astype(int)
+    decisions = decide(scores, t)
+    metrics = {
+        f"{prefix}_n": float(y.size),
+        f"{prefix}_n_defective": float(y.sum()),
+        f"{prefix}_pr_auc": average_precision_score(y, scores),
+        f"{prefix}_roc_auc": roc_auc_score(y, scores),
+        f"{prefix}_recall": recall_score(y, flagged),
+        f"{prefix}_precision": precision_score(y, flagged, zero_division=0.0),
+        f"{prefix}_specificity": recall_score(y, flagged, pos_label=0),
+        f"{prefix}_f2": fbeta_score(y, flagged, beta=2, zero_division=0.0),
+        f"{prefix}_fail_recall": recall_score(y, failed),
+        f"{prefix}_fail_precision": precision_score(y, failed, zero_division=0.0),
+        f"{prefix}_fail_specificity": recall_score(y, failed, pos_label=0),
+        **{f"{prefix}_{d.lower()}_rate": float(np.mean(decisions == d)) for d in (PASS, HOLD, FAIL)},
+    }
+    confusion = {
+        f"{prefix}_at_pass": confusion_matrix(y, flagged, labels=[0, 1]).tolist(),
+        f"{prefix}_at_fail": confusion_matrix(y, failed, labels=[0, 1]).tolist(),
+    }
+    metrics[f"{prefix}_missed"] = float(confusion[f"{prefix}_at_pass"][1][0])
+    return {k: float(v) for k, v in metrics.items()}, confusion
+
+
+def _recall_of(mask: np.ndarray, y: np.ndarray, flagged: np.ndarray) -> float:
+    return float(recall_score(y[mask], flagged[mask]))
+
+
+def _breakdown(rows: pd.DataFrame, y: np.ndarray, flagged: np.ndarray, class_ids: Sequence[int]) -> dict[str, float]:
+    """Recall per defect class and per defect size (defect pixels in the patch), over defective patches."""
+    metrics: dict[str, float] = {}
+    positive = y == 1
+    for k in class_ids:
+        mask = positive & (rows[f"px_class_{k}"].to_numpy() > 0)
+        metrics[f"n_class_{k}"] = float(mask.sum())
+        if mask.any():
+            metrics[f"recall_class_{k}"] = _recall_of(mask, y, flagged)
+    defect_px = rows[[f"px_class_{k}" for k in class_ids]].to_numpy().sum(axis=1)
+    for name, (low, high) in SIZE_BUCKETS.items():
+        mask = positive & (defect_px >= low) & (defect_px < high)
+        metrics[f"n_size_{name}"] = float(mask.sum())
+        if mask.any():
+            metrics[f"recall_size_{name}"] = _recall_of(mask, y, flagged)
+    return metrics
+
+
+def _mark_thresholds(ax: Any, t: Thresholds) -> None:
+    ax.axvline(t.t_pass, color="tab:orange", linestyle="--", label=f"t_pass {t.t_pass:.4f}")
+    if t.t_fail <= 1.0:
+        ax.axvline(t.t_fail, color="tab:red", linestyle="--", label=f"t_fail {t.t_fail:.4f}")
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> Path:
+    path = out_dir / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _curve_plots(levels: dict[str, tuple[np.ndarray, np.ndarray]], t: Thresholds, out_dir: Path) -> dict[str, Path]:
+    plots = {}
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    for name, (y, s) in levels.items():
+        PrecisionRecallDisplay.from_predictions(y, s, ax=ax, name=name)
+        for threshold, marker in ((t.t_pass, "o"), (t.t_fail, "s")):
+            flagged = s >= threshold
+            if flagged.any():
+                ax.plot(recall_score(y, flagged), precision_score(y, flagged), marker, color="black")
+    ax.set_title("Precision–recall (○ t_pass, □ t_fail)")
+    plots["pr_curve"] = _save(fig, out_dir, "pr_curve")
+
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
+    for name, (y, s) in levels.items():
+        RocCurveDisplay.from_predictions(y, s, ax=ax, name=name)
+    ax.set_title("ROC")
+    plots["roc_curve"] = _save(fig, out_dir, "roc_curve")
+
+    y, s = levels["patch"]
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    precision, recall, pr_thresholds = precision_recall_curve(y, s)
+    fpr, _, roc_thresholds = roc_curve(y, s, drop_intermediate=False)
+    # a metric at candidate c_i holds for every threshold in (c_{i-1}, c_i]: steps drawn "pre"
+    ax.step(pr_thresholds, recall[:-1], where="pre", label="recall")
+    ax.step(pr_thresholds, precision[:-1], where="pre", label="precision")
+    finite = np.isfinite(roc_thresholds)  # roc_curve's first threshold is +inf (nothing flagged)
+    order = np.argsort(roc_thresholds[finite])
+    ax.step(roc_thresholds[finite][order], (1.0 - fpr[finite])[order], where="pre", label="specificity")
+    _mark_thresholds(ax, t)
+    ax.set(xlabel="threshold (flagged when score ≥ threshold)", ylabel="patch level", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower left")
+    ax.set_title("Threshold sweep")
+    plots["threshold_sweep"] = _save(fig, out_dir, "threshold_sweep")
+    return plots
+
+
+def _histogram_plot(rows: pd.DataFrame, y: np.ndarray, s: np.ndarray, class_ids: Sequence[int], t: Thresholds,
+                    out_dir: Path) -> Path:
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    bins = np.linspace(0.0, 1.0, 41)
+    ax.hist(s[y == 0], bins=bins, histtype="step", label="clean", log=True)
+    for k in class_ids:
+        mask = (y == 1) & (rows[f"px_class_{k}"].to_numpy() > 0)
+        if mask.any():
+            ax.hist(s[mask], bins=bins, histtype="step", label=f"class {k}", log=True)
+    _mark_thresholds(ax, t)
+    ax.set(xlabel="patch score", ylabel="patches (log)")
+    ax.legend()
+    ax.set_title("Scores by class")
+    return _save(fig, out_dir, "score_histogram")
+
+
+def _gallery(patches: pd.DataFrame, load_image: Callable[[str], np.ndarray], title: str, out_dir: Path,
+             name: str) -> Path:
+    cols = min(6, len(patches))
+    nrows = -(-len(patches) // cols)
+    fig = Figure(figsize=(2.2 * cols, 2.4 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, cols)).ravel()
+    images: dict[str, np.ndarray] = {}
+    for ax, row in zip(axes, patches.itertuples(index=False), strict=False):
+        if row.image_id not in images:
+            images[row.image_id] = load_image(row.image_id)
+        crop = images[row.image_id][row.y : row.y + row.size, row.x : row.x + row.size]
+        ax.imshow(crop, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{row.image_id}\n({row.y},{row.x}) {row.score:.3f}", fontsize=7)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, out_dir, name)
+
+
+def evaluate(
+    index_rows: pd.DataFrame,
+    scores: np.ndarray,
+    thresholds: Thresholds,
+    class_ids: Sequence[int],
+    out_dir: str | Path,
+    *,
+    load_image: Callable[[str], np.ndarray] | None = None,
+) -> EvaluationReport:
+    """Evaluate test-split ``scores`` (aligned with ``index_rows``) at the chosen thresholds; plots go to ``out_dir``.
+
+    ``load_image(image_id) -> uint8 (H, W)`` enables the galleries of missed defects and worst false positives.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    _check_inputs(index_rows, s, class_ids)
+    rows = index_rows.reset_index(drop=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    y = rows["label"].to_numpy().astype(int)
+    flagged = (s >= thresholds.t_pass).astype(int)
+
+    patch_metrics, confusion = _level_metrics("patch", y, s, thresholds)
+    px = rows[[f"px_class_{k}" for k in class_ids]].to_numpy()
+    images = (
+        pd.DataFrame({"image_id": rows["image_id"], "score": s, "defect": (px > 0).any(axis=1)})
+        .groupby("image_id", sort=True)
+        .agg(score=("score", "max"), defect=("defect", "any"))
+        .reset_index()
+    )
+    images["decision"] = decide(images["score"].to_numpy(), thresholds)
+    image_y, image_s = images["defect"].to_numpy().astype(int), images["score"].to_numpy()
+    image_metrics, image_confusion = _level_metrics("image", image_y, image_s, thresholds)
+    metrics = {
+        **patch_metrics,
+        **image_metrics,
+        **_breakdown(rows, y, flagged, class_ids),
+        "t_pass": thresholds.t_pass,
+        "t_fail": thresholds.t_fail,
+    }
+
+    scored = rows.assign(score=s, defect_px=px.sum(axis=1))
+    columns = ["image_id", "y", "x", "size", "score", "defect_px"] + (["classes"] if "classes" in rows else [])
+    missed = scored.loc[(y == 1) & (flagged == 0), columns].sort_values("score").reset_index(drop=True)
+    false_pos = scored.loc[(y == 0) & (flagged == 1), columns].sort_values("score", ascending=False)
+
+    levels = {"patch": (y, s), "image": (image_y, image_s)}
+    plots = _curve_plots(levels, thresholds, out)
+    plots["score_histogram"] = _histogram_plot(rows, y, s, class_ids, thresholds, out)
+    if load_image is not None and not missed.empty:
+        plots["false_negatives"] = _gallery(
+            missed.head(GALLERY_MAX), load_image, f"Missed defects ({len(missed)})", out, "false_negatives"
+        )
+    if load_image is not None and not false_pos.empty:
+        plots["false_positives"] = _gallery(
+            false_pos.head(GALLERY_MAX), load_image, f"Worst false positives ({len(false_pos)})", out,
+            "false_positives",
+        )
+    report = EvaluationReport(
+        metrics=metrics, confusion={**confusion, **image_confusion}, missed=missed, images=images,
+        thresholds=thresholds, plots=plots,
+    )
+    report.to_json(out / "evaluation.json")
+    return report

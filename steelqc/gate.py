@@ -1,0 +1,111 @@
+"""Champion/challenger gate: a pure function of two evaluations on the same test split.
+
+The rule is recall-first: the challenger must meet the recall target (and its validation recall bound,
+when one was asked for), and must not lose recall against the champion on any gated metric (within a
+configurable tolerance). Precision, specificity and image-level deltas are reported beside it so the
+QA lead sees what the recall costs. A champion that could not be scored makes the gate fail safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Metrics whose drop blocks a promotion (patch level and image level recall at ``t_pass``).
+GATED_METRICS = ("patch_recall", "image_recall")
+#: Metrics reported beside the decision so the cost of the recall is visible.
+REPORTED_METRICS = (
+    "patch_recall",
+    "image_recall",
+    "patch_precision",
+    "image_precision",
+    "patch_specificity",
+    "image_specificity",
+    "patch_pr_auc",
+    "image_f2",
+)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's verdict and all the evidence it was based on."""
+
+    passed: bool
+    reason: str
+    rule: str
+    challenger: dict[str, float]
+    champion: dict[str, float] | None = None
+    deltas: dict[str, float] = field(default_factory=dict)
+    champion_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GateDecision":
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+
+def _pick(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {name: float(metrics[name]) for name in REPORTED_METRICS if name in metrics}
+
+
+def gate(
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    *,
+    recall_target: float,
+    tolerance: float = 0.0,
+    min_specificity: float = 0.0,
+    bound_met: bool = True,
+    champion_version: str | None = None,
+    champion_error: str | None = None,
+) -> GateDecision:
+    """Decide whether the challenger may be proposed for promotion.
+
+    ``challenger`` and ``champion`` are evaluation metrics on the *same* test split. ``bound_met`` is
+    whether the challenger's validation recall bound reached the target (True when no bound was asked).
+    ``champion_error`` is set when a champion exists but could not be loaded or scored: fail safe.
+    ``min_specificity`` keeps out a model that buys its recall by flagging (nearly) every clean patch.
+    """
+    rule = (
+        f"challenger patch_recall >= {recall_target} (validation bound met), patch_specificity >= "
+        f"{min_specificity} and, against the champion, every one of {', '.join(GATED_METRICS)} >= champion - {tolerance}"
+    )
+    picked = _pick(challenger)
+    champ = _pick(champion) if champion is not None else None
+
+    def verdict(passed: bool, reason: str) -> GateDecision:
+        deltas = {name: picked[name] - champ[name] for name in picked if champ and name in champ}
+        return GateDecision(passed, reason, rule, picked, champ, deltas, champion_version)
+
+    missing = [name for name in GATED_METRICS if name not in challenger]
+    if missing:
+        return verdict(False, f"challenger metrics missing: {', '.join(missing)}")
+    if champion_error is not None:
+        return verdict(False, f"champion v{champion_version} could not be scored ({champion_error}); failing safe")
+    recall = float(challenger["patch_recall"])
+    if recall < recall_target:
+        return verdict(False, f"patch recall {recall:.4f} is below the target {recall_target}")
+    if not bound_met:
+        return verdict(False, f"the validation recall bound did not reach the target {recall_target}")
+    specificity = float(challenger.get("patch_specificity", 1.0))
+    if specificity < min_specificity:
+        return verdict(
+            False, f"patch specificity {specificity:.4f} is below {min_specificity}: the model flags almost every clean patch"
+        )
+    if champion is None:
+        return verdict(True, "no champion yet: the recall target alone decides")
+    dropped = [
+        f"{name} {picked[name]:.4f} < champion {float(champion[name]):.4f}"
+        for name in GATED_METRICS
+        if name in champion and picked[name] < float(champion[name]) - tolerance
+    ]
+    if dropped:
+        return verdict(False, "recall dropped: " + "; ".join(dropped))
+    return verdict(True, f"recall holds against champion v{champion_version}")

@@ -1,0 +1,148 @@
+"""Whole images in, one decision per image out: the single inference path of the pyfunc, the CLI and the app.
+
+Patches of many images go through the model together, in batches, because one ``predict`` per image is
+what made the seed system slow (3.5 vs 4.5 images/s on these 2 cores). Patching and preprocessing reuse
+the training code (``extract_patches``, ``preprocess_patches``), so what the model sees at inference is
+exactly what it saw in evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from steelqc.data.errors import ImageDecodeError
+from steelqc.data.images import decode_image_bytes
+from steelqc.model import preprocess_patches
+from steelqc.patches import extract_patches
+from steelqc.thresholds import Thresholds, decide, image_decision
+
+
+class BatchPredictor(Protocol):
+    """A Keras model, or anything standing in for one (e.g. monitoring's embedding recorder)."""
+
+    def predict_on_batch(self, x: np.ndarray) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The decision on one image and the patch evidence behind it."""
+
+    decision: str
+    worst_score: float
+    worst_patch: tuple[int, int]  # (y, x) of the top-left corner of the highest-scoring patch
+    patch_scores: np.ndarray  # float (N,), aligned with positions
+    positions: list[tuple[int, int]]
+    patch_decisions: np.ndarray  # "PASS" | "HOLD" | "FAIL" per patch
+
+
+class Inspector:
+    """Scores every patch of every image with one Keras model and applies the model's thresholds."""
+
+    def __init__(
+        self,
+        model: BatchPredictor,
+        thresholds: Thresholds,
+        patch_size: int,
+        stride: int,
+        pad_mode: str,
+        *,
+        batch_size: int = 64,
+    ) -> None:
+        self.model = model
+        self.thresholds = thresholds
+        self.patch_size = patch_size
+        self.stride = stride
+        self.pad_mode = pad_mode
+        self.batch_size = batch_size
+
+    def score_patches(self, patches: np.ndarray) -> np.ndarray:
+        """Sigmoid scores of uint8 patches ``(N, S, S)``, one model call per batch."""
+        scores = [
+            np.asarray(self.model.predict_on_batch(preprocess_patches(patches[start : start + self.batch_size])))
+            .reshape(-1)
+            .astype(np.float64)
+            for start in range(0, len(patches), self.batch_size)
+        ]
+        return np.concatenate(scores) if scores else np.empty(0, np.float64)
+
+    def inspect(self, images: Iterable[np.ndarray]) -> list[ImageResult]:
+        """Decide on each image; images of any size work (smaller than a patch: padded per ``pad_mode``).
+
+        Patches of consecutive images share model batches; at most ``16 * batch_size`` patches are held
+        in memory at once, so a long stream of images does not grow memory.
+        """
+        results: list[ImageResult] = []
+        pending: list[tuple[np.ndarray, list[tuple[int, int]]]] = []
+        held = 0
+        for image in images:
+            pending.append(extract_patches(image, self.patch_size, self.stride, self.pad_mode))
+            held += len(pending[-1][0])
+            if held >= 16 * self.batch_size:
+                results.extend(self._decide(pending))
+                pending, held = [], 0
+        if pending:
+            results.extend(self._decide(pending))
+        return results
+
+    def _decide(self, per_image: list[tuple[np.ndarray, list[tuple[int, int]]]]) -> list[ImageResult]:
+        all_scores = self.score_patches(np.concatenate([patches for patches, _ in per_image]))
+        results: list[ImageResult] = []
+        start = 0
+        for patches, positions in per_image:
+            scores = all_scores[start : start + len(patches)]
+            start += len(patches)
+            worst = int(np.argmax(scores))
+            decisions = decide(scores, self.thresholds)
+            results.append(
+                ImageResult(
+                    decision=image_decision(decisions),
+                    worst_score=float(scores[worst]),
+                    worst_patch=(int(positions[worst][0]), int(positions[worst][1])),
+                    patch_scores=scores,
+                    positions=[(int(y), int(x)) for y, x in positions],
+                    patch_decisions=decisions,
+                )
+            )
+        return results
+
+
+def _as_gray_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    """An image array as 2-D uint8: JSON serving delivers int64 and colour arrays get converted, not rejected."""
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
+        if array.shape[2] == 1:
+            array = array[:, :, 0]
+        else:
+            code = cv2.COLOR_RGB2GRAY if array.shape[2] == 3 else cv2.COLOR_RGBA2GRAY
+            array = cv2.cvtColor(_to_uint8(array, name), code)
+    if array.ndim != 2 or 0 in array.shape:
+        raise ImageDecodeError(f"expected a (H, W) or (H, W, 1|3|4) image array, got shape {array.shape}", file=name)
+    return _to_uint8(array, name)
+
+
+def _to_uint8(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if not np.issubdtype(array.dtype, np.integer) and not np.issubdtype(array.dtype, np.floating):
+        raise ImageDecodeError(f"image array has dtype {array.dtype}, expected integers 0-255", file=name)
+    if array.size and (array.min() < 0 or array.max() > 255 or not np.all(np.mod(array, 1) == 0)):
+        raise ImageDecodeError("image array values must be whole numbers in 0-255", file=name)
+    return array.astype(np.uint8)
+
+
+def decode_inputs(items: Sequence[bytes | np.ndarray], *, names: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Encoded image bytes or pixel arrays to grayscale uint8 ``(H, W)``; a bad item names itself in the error."""
+    images: list[np.ndarray] = []
+    for i, item in enumerate(items):
+        name = names[i] if names is not None else f"input[{i}]"
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            images.append(decode_image_bytes(bytes(item), name=name).pixels)
+        elif isinstance(item, np.ndarray):
+            images.append(_as_gray_uint8(item, name))
+        else:
+            raise ImageDecodeError(f"expected image bytes or a pixel array, got {type(item).__name__}", file=name)
+    return images

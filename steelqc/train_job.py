@@ -1,0 +1,260 @@
+"""One training job end to end, without Prefect: the stage functions and their thin composition.
+
+dataset → validate → patch index → train → scores on val → thresholds → scores on test → evaluate →
+MLflow run → registered version. Each stage is its own function so the Prefect flow can wrap the very
+same calls in tasks; :func:`run_training_job` only strings them together inside one MLflow run.
+The order makes the seed system's mistakes impossible: thresholds see validation scores only, the
+test split is scored once, after the thresholds are fixed, and only to evaluate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+
+from steelqc.config import Settings
+from steelqc.data.dataset import Dataset
+from steelqc.evaluation import EvaluationReport, evaluate
+from steelqc.inference import Inspector
+from steelqc.patches import build_patch_index, write_index
+from steelqc.registry import (
+    configure_tracking,
+    ensure_experiment,
+    flatten_settings,
+    git_commit,
+    load_inspector,
+    log_epoch_metrics,
+    log_evaluation,
+    log_lineage,
+    log_pyfunc_model,
+    register_version,
+    version_tags,
+)
+from steelqc.thresholds import Thresholds, choose_thresholds
+from steelqc.training import TrainResult, predict_split, train_model
+from steelqc.validation import ValidationResult, validate_dataset
+
+#: Metrics printed by the CLI and returned to callers: recall first, never without precision and specificity.
+HEADLINE_METRICS = (
+    "patch_recall",
+    "patch_precision",
+    "patch_specificity",
+    "patch_pr_auc",
+    "image_recall",
+    "image_precision",
+    "image_specificity",
+)
+
+
+@dataclass(frozen=True)
+class TrainJobResult:
+    """What one training job produced and where to find it."""
+
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    registered_model: str
+    version: str
+    thresholds: Thresholds
+    metrics: dict[str, float]
+    work_dir: Path
+
+    @property
+    def headline(self) -> dict[str, float]:
+        return {name: self.metrics[name] for name in HEADLINE_METRICS if name in self.metrics}
+
+
+def open_dataset(root: str, settings: Settings) -> Dataset:
+    """The dataset at ``root`` (folder or ``s3://``), with the configured S3 endpoint."""
+    return Dataset.open(root, endpoint_url=settings.s3_endpoint_url)
+
+
+def validate(dataset: Dataset, settings: Settings, report_dir: Path) -> tuple[ValidationResult, Dataset]:
+    """Run the data gate; raise :class:`~steelqc.validation.ValidationFailed` or return the clean dataset."""
+    result = validate_dataset(dataset, settings.validation, report_dir, workers=settings.data.image_workers)
+    result.raise_if_failed()
+    return result, result.clean(dataset)
+
+
+def make_patch_index(dataset: Dataset, settings: Settings, path: Path) -> pd.DataFrame:
+    """The labelled, split patch index of the clean dataset, also written to ``path`` (parquet)."""
+    index = build_patch_index(dataset, settings.patches, workers=settings.data.image_workers)
+    write_index(index, path)
+    return index
+
+
+def train(dataset: Dataset, index: pd.DataFrame, settings: Settings, checkpoint_dir: Path) -> TrainResult:
+    """Two-stage training; every epoch's metrics go to the active MLflow run (start one first)."""
+    return train_model(dataset, index, settings, checkpoint_dir, on_epoch_end=log_epoch_metrics)
+
+
+def split_rows(index: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The index rows of one split, in the order the pipeline scores them."""
+    return index[index["split"] == split].reset_index(drop=True)
+
+
+def select_thresholds(index: pd.DataFrame, val_scores: np.ndarray, settings: Settings) -> Thresholds:
+    """Operating points from *validation* labels and scores only."""
+    return choose_thresholds(split_rows(index, "val")["label"].to_numpy(), val_scores, settings.thresholds)
+
+
+def evaluate_test(
+    dataset: Dataset, index: pd.DataFrame, test_scores: np.ndarray, thresholds: Thresholds, out_dir: Path
+) -> EvaluationReport:
+    """Metrics, missed defects and plots on the test split at fixed thresholds."""
+    return evaluate(
+        split_rows(index, "test"),
+        test_scores,
+        thresholds,
+        dataset.meta.class_ids,
+        out_dir,
+        load_image=dataset.load_image,
+    )
+
+
+def validation_summary(result: ValidationResult) -> dict[str, Any]:
+    """The lineage facts of a validation worth a tag: outcome, counts and hashes."""
+    return {
+        "success": result.success,
+        "mode": result.mode,
+        "data_hash": result.data_hash,
+        "input_hash": result.input_hash,
+        "n_images": result.n_images,
+        "n_label_rows": result.n_label_rows,
+        "n_rejected_rows": result.n_rejected_rows,
+        "n_rejected_images": result.n_rejected_images,
+        "n_duplicate_groups": len(result.duplicates),
+        "failed_expectations": [f"{f['suite']}.{f['expectation']}" for f in result.failed_expectations],
+    }
+
+
+def log_training(result: TrainResult, thresholds: Thresholds) -> None:
+    """Class weights, the selected epoch and the operating points on the active run."""
+    mlflow.log_params({f"class_weight.{k}": f"{v:.6f}" for k, v in result.class_weights.items()})
+    mlflow.log_metrics(
+        {
+            "best_epoch": result.best_epoch,
+            "best_stage": result.stage,
+            "best_val_pr_auc": result.best_val_pr_auc,
+            "t_pass": thresholds.t_pass,
+            "t_fail": thresholds.t_fail,
+            "val_recall_at_pass": thresholds.recall_at_pass,
+            "val_recall_bound": thresholds.recall_bound,
+            "val_specificity_at_pass": thresholds.specificity_at_pass,
+        }
+    )
+    mlflow.set_tags({"thresholds.bound_met": str(thresholds.bound_met), "thresholds.note": thresholds.note[:5000]})
+    mlflow.log_dict(thresholds.to_dict(), "thresholds.json")
+
+
+def log_and_register(
+    model: Any,
+    thresholds: Thresholds,
+    report: EvaluationReport,
+    data_hash: str,
+    dataset: Dataset,
+    index: pd.DataFrame,
+    settings: Settings,
+) -> tuple[str, ModelVersion]:
+    """Log the evaluation and the pyfunc on the active run, then register it as a new version."""
+    log_evaluation(report.metrics, report.to_json(), list(report.plots.values()))
+    example = dataset.load_image(str(split_rows(index, "test")["image_id"].iloc[0]))
+    info = log_pyfunc_model(model, thresholds, settings.patches, example)
+    version = register_version(
+        info.model_uri, settings.tracking.registered_model, version_tags(report.metrics, thresholds, data_hash)
+    )
+    return info.model_uri, version
+
+
+def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | None = None) -> TrainJobResult:
+    """Train, evaluate, log and register one model on the dataset at ``data_root``.
+
+    ``work_dir`` (default: a new folder under ``<state>/runs``) holds validation reports, the patch
+    index, checkpoints (calling again with the same folder resumes training) and the evaluation.
+    """
+    configure_tracking(settings)
+    dataset = open_dataset(data_root, settings)
+    work = work_dir or settings.state_dir / "runs" / datetime.now(UTC).strftime("train-%Y%m%dT%H%M%S%fZ")
+    experiment_id = ensure_experiment(settings, dataset.meta.name)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{dataset.meta.name}") as run:
+        mlflow.log_params(flatten_settings(settings))
+        mlflow.set_tags({"job": "train", "git_commit": git_commit(), "work_dir": str(work)})
+        validation, clean = validate(dataset, settings, work / "validation")
+        index = make_patch_index(clean, settings, work / "patch_index.parquet")
+        log_lineage(validation.data_hash, validation_summary(validation), index, clean.root, dataset.meta.name)
+        trained = train(clean, index, settings, work / "checkpoints")
+        thresholds = select_thresholds(index, predict_split(trained.model, clean, index, "val", settings), settings)
+        log_training(trained, thresholds)
+        test_scores = predict_split(trained.model, clean, index, "test", settings)
+        report = evaluate_test(clean, index, test_scores, thresholds, work / "evaluation")
+        model_uri, version = log_and_register(
+            trained.model, thresholds, report, validation.data_hash, clean, index, settings
+        )
+    return TrainJobResult(
+        run_id=run.info.run_id,
+        experiment_id=experiment_id,
+        model_uri=model_uri,
+        registered_model=settings.tracking.registered_model,
+        version=str(version.version),
+        thresholds=thresholds,
+        metrics={k: float(v) for k, v in report.metrics.items() if isinstance(v, (int, float))},
+        work_dir=work,
+    )
+
+
+def with_model_geometry(settings: Settings, geometry: dict[str, Any]) -> Settings:
+    """``settings`` with the patch size, stride and padding a model was trained with."""
+    patches = {"size": geometry["patch_size"], "stride": geometry["stride"], "pad_mode": geometry["pad_mode"]}
+    return settings.model_copy(update={"patches": settings.patches.model_copy(update=patches)})
+
+
+def _score_test_split(
+    inspector: Inspector,
+    thresholds: Thresholds,
+    dataset: Dataset,
+    index: pd.DataFrame,
+    settings: Settings,
+    out_dir: Path,
+) -> EvaluationReport:
+    scores = predict_split(inspector.model, dataset, index, "test", settings)
+    return evaluate_test(dataset, index, scores, thresholds, out_dir)
+
+
+def score_model_on_split(
+    model_uri: str, dataset: Dataset, index: pd.DataFrame, settings: Settings, out_dir: Path
+) -> EvaluationReport:
+    """Evaluate a logged model (e.g. the champion) on an existing index's test split, with its own thresholds.
+
+    The gate compares like with like this way: same patches, same labels as the challenger's evaluation.
+    A model cut for another patch size cannot score these patches and raises ``ValueError``.
+    """
+    inspector, meta = load_inspector(model_uri)
+    sizes = set(index["size"].unique().tolist())
+    if sizes != {meta.geometry["patch_size"]}:
+        raise ValueError(
+            f"{model_uri} scores {meta.geometry['patch_size']}px patches but the index holds "
+            f"{', '.join(f'{size}px' for size in sorted(sizes))} patches"
+        )
+    settings = with_model_geometry(settings, meta.geometry)
+    return _score_test_split(inspector, meta.thresholds, dataset, index, settings, out_dir)
+
+
+def evaluate_model(model_uri: str, data_root: str, settings: Settings, out_dir: Path) -> EvaluationReport:
+    """Re-score a logged model on a dataset's test split with the model's own thresholds and geometry.
+
+    The split is rebuilt from the validated data and ``settings.patches`` (seed and fractions), so the
+    same dataset and settings give the same test images as at training time.
+    """
+    configure_tracking(settings)
+    inspector, meta = load_inspector(model_uri)
+    settings = with_model_geometry(settings, meta.geometry)
+    _, clean = validate(open_dataset(data_root, settings), settings, out_dir / "validation")
+    index = make_patch_index(clean, settings, out_dir / "patch_index.parquet")
+    return _score_test_split(inspector, meta.thresholds, clean, index, settings, out_dir / "evaluation")

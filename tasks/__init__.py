@@ -1,0 +1,1 @@
+"""Prefect task wrappers around ``steelqc`` library calls (retries, caching, persisted results)."""

@@ -1,0 +1,67 @@
+"""Prefect tasks of the batch-inspection flow: thin wrappers of :mod:`steelqc.batch_inspection`.
+
+The model is loaded once per flow run and handed to the inspection task in memory (no result
+persistence, no cache key: a Keras model is neither small nor meaningfully hashable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from steelqc.batch_inspection import inspect_batch
+from steelqc.config import Settings
+from steelqc.inference import Inspector
+from steelqc.monitoring import MonitoringDataError, download_reference, patch_log_of
+from steelqc.registry import ModelMetadata, configure_tracking, load_inspector
+
+IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [5, 30]}
+
+
+@task(name="load-model", cache_policy=NO_CACHE, **IO_RETRIES)
+def load_model(settings: Settings, model_uri: str) -> tuple[Inspector, ModelMetadata, Any]:
+    """The Inspector of ``model_uri`` and the PCA of its reference set (None, with a warning, if it has none)."""
+    import tempfile
+
+    configure_tracking(settings)
+    inspector, meta = load_inspector(model_uri)
+    try:
+        with tempfile.TemporaryDirectory(prefix="steelqc-reference-") as tmp:
+            _, reducer = download_reference(str(meta.run_id), tmp)
+    except MonitoringDataError as exc:
+        get_run_logger().warning("%s; patches are logged without embeddings", exc)
+        reducer = None
+    return inspector, meta, reducer
+
+
+@task(name="inspect-images", cache_policy=NO_CACHE, **IO_RETRIES)
+def inspect_images(
+    inspector: Inspector,
+    meta: ModelMetadata,
+    reducer: Any,
+    source: str,
+    out_dir: Path,
+    settings: Settings,
+    *,
+    image_size: tuple[int, int] | None,
+    log_patches: bool,
+) -> dict[str, Any]:
+    """Decide on every image under ``source``; a summary with the counts, output paths and error rows."""
+    result = inspect_batch(
+        inspector, source, out_dir, workers=settings.data.image_workers, patch_log=patch_log_of(settings) if log_patches else None,
+        reducer=reducer, image_size=image_size, endpoint_url=settings.s3_endpoint_url, model_version=meta.version,
+    )  # fmt: skip
+    errors = result.decisions[result.decisions["decision"] == "ERROR"]
+    return {
+        "counts": result.counts,
+        "decisions_csv": str(result.csv_path),
+        "decisions_json": str(result.json_path),
+        "overlays": len(result.overlays),
+        "errors": errors[["image", "error"]].to_dict(orient="records"),
+        "images_per_second": round(result.images_per_second, 2),
+        "patch_log_file": result.patch_log_file,
+        "model_version": meta.version,
+    }

@@ -1,0 +1,231 @@
+"""Prefect tasks of the retraining flow: thin wrappers of ``steelqc`` library calls.
+
+Every task takes and returns small, picklable values (paths, dicts, a DataFrame) and writes its heavy
+outputs (checkpoints, reports) under the run's work folder, so persisted results stay small and a
+suspended run resumes by reloading them instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import pandas as pd
+import requests
+from botocore.exceptions import BotoCoreError
+from mlflow.exceptions import MlflowException
+from prefect import task
+from prefect.context import TaskRunContext
+
+from steelqc import promotion, train_job
+from steelqc.config import Settings
+from steelqc.data.dataset import Dataset
+from steelqc.data.errors import DataError
+from steelqc.data.synth import generate_dataset
+from steelqc.evaluation import EvaluationReport
+from steelqc.gate import GateDecision, gate
+from steelqc.registry import TrackingUnavailableError, configure_tracking, ensure_experiment, flatten_settings, git_commit, log_lineage
+from steelqc.thresholds import Thresholds
+from steelqc.training import predict_split
+from steelqc.validation import load_manifest
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes ConnectionError, TimeoutError
+    BotoCoreError,
+    requests.RequestException,
+    TrackingUnavailableError,
+    MlflowException,
+)
+
+
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry what the network or a store may fix; bad data and bad models fail at once."""
+    try:
+        state.result()
+    except TRANSIENT_ERRORS as exc:
+        return not isinstance(exc, DataError)
+    except Exception:  # noqa: BLE001 - any other failure is deterministic
+        return False
+    return False
+
+
+IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [5, 30], "retry_condition_fn": is_transient}
+
+
+def clean_dataset(manifest_path: str, settings: Settings) -> Dataset:
+    """Reopen the dataset restricted to what validation let through."""
+    root, image_ids, label_rows, _ = load_manifest(manifest_path)
+    return train_job.open_dataset(root, settings).restrict(image_ids, label_rows)
+
+
+@task(name="generate-data", persist_result=True)
+def generate_data(settings: Settings) -> str:
+    """The embedded default's data: a generated Severstal-format dataset, made once per synth settings."""
+    synth = settings.synth
+    out = settings.state_dir / "data" / f"synth-{synth.images}-s{synth.seed}-c{synth.contrast:g}-z{synth.size_scale:g}"
+    if not (out / "train.csv").exists():
+        generate_dataset(
+            out, synth.images, synth.seed, defect_rate=synth.defect_rate, contrast=synth.contrast,
+            size_scale=synth.size_scale,
+        )
+    return str(out)
+
+
+@task(name="validate-data", persist_result=True, **IO_RETRIES)
+def validate_data(data_root: str, settings: Settings, work_dir: Path) -> dict[str, Any]:
+    """Run the GX gate; a failure raises (the flow stops, nothing trains, the champion stays)."""
+    dataset = train_job.open_dataset(data_root, settings)
+    result, _ = train_job.validate(dataset, settings, work_dir / "validation")
+    return {
+        "manifest_path": str(result.manifest_path),
+        "data_hash": result.data_hash,
+        "dataset_name": dataset.meta.name,
+        "summary": train_job.validation_summary(result),
+        "docs_index": str(result.docs_index),
+    }
+
+
+def _index_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """The patch index depends only on the validated data and the patch settings."""
+    patches = parameters["settings"].patches.model_dump_json()
+    return f"patch-index-{parameters['data_hash']}-{hashlib.sha1(patches.encode()).hexdigest()[:12]}"
+
+
+@task(name="patch-index", cache_key_fn=_index_cache_key, persist_result=True)
+def build_index(manifest_path: str, data_hash: str, settings: Settings, work_dir: Path) -> pd.DataFrame:
+    """Label and split every patch of the clean dataset (cached by data hash + patch settings)."""
+    return train_job.make_patch_index(clean_dataset(manifest_path, settings), settings, work_dir / "patch_index.parquet")
+
+
+@task(name="start-mlflow-run", persist_result=True, **IO_RETRIES)
+def start_run(settings: Settings, validation: dict[str, Any], index: pd.DataFrame, flow_run_id: str) -> str:
+    """Open the MLflow run every later task logs into: full config, lineage, git commit."""
+    configure_tracking(settings)
+    experiment_id = ensure_experiment(settings, validation["dataset_name"])
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"retrain-{validation['dataset_name']}") as run:
+        mlflow.log_params(flatten_settings(settings))
+        mlflow.set_tags({"job": "retrain", "git_commit": git_commit(), "prefect.flow_run_id": flow_run_id})
+        root = load_manifest(validation["manifest_path"])[0]
+        log_lineage(validation["data_hash"], validation["summary"], index, root, validation["dataset_name"])
+    return run.info.run_id
+
+
+@task(name="train", persist_result=True)
+def train(manifest_path: str, index: pd.DataFrame, settings: Settings, work_dir: Path, run_id: str) -> dict[str, Any]:
+    """Two-stage class-weighted training; resumes from the run's checkpoints if interrupted."""
+    configure_tracking(settings)
+    with mlflow.start_run(run_id=run_id):
+        result = train_job.train(clean_dataset(manifest_path, settings), index, settings, work_dir / "checkpoints")
+    model_path = work_dir / "checkpoints" / "best.keras"
+    return {
+        "model_path": str(model_path),
+        "best_epoch": result.best_epoch,
+        "best_val_pr_auc": result.best_val_pr_auc,
+        "stage": result.stage,
+        "class_weights": result.class_weights,
+    }
+
+
+@task(name="choose-thresholds", persist_result=True)
+def choose_thresholds(
+    manifest_path: str, index: pd.DataFrame, settings: Settings, training: dict[str, Any], run_id: str
+) -> dict[str, Any]:
+    """Operating points from validation scores only (the test split is not read here)."""
+    model = keras.models.load_model(training["model_path"])
+    scores = predict_split(model, clean_dataset(manifest_path, settings), index, "val", settings)
+    thresholds = train_job.select_thresholds(index, scores, settings)
+    configure_tracking(settings)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(
+            {
+                "t_pass": thresholds.t_pass,
+                "t_fail": thresholds.t_fail,
+                "val_recall_at_pass": thresholds.recall_at_pass,
+                "val_recall_bound": thresholds.recall_bound,
+                "best_val_pr_auc": training["best_val_pr_auc"],
+            }
+        )
+        mlflow.log_params({f"class_weight.{k}": f"{v:.6f}" for k, v in training["class_weights"].items()})
+        mlflow.log_dict(thresholds.to_dict(), "thresholds.json")
+    return thresholds.to_dict()
+
+
+@task(name="evaluate", persist_result=True)
+def evaluate(
+    manifest_path: str, index: pd.DataFrame, settings: Settings, training: dict[str, Any],
+    thresholds: dict[str, Any], work_dir: Path,
+) -> EvaluationReport:
+    """Score the test split once, at fixed thresholds; metrics, missed defects, plots."""
+    model = keras.models.load_model(training["model_path"])
+    clean = clean_dataset(manifest_path, settings)
+    scores = predict_split(model, clean, index, "test", settings)
+    return train_job.evaluate_test(clean, index, scores, Thresholds.from_dict(thresholds), work_dir / "evaluation")
+
+
+@task(name="register-model", persist_result=True, **IO_RETRIES)
+def register(
+    manifest_path: str, index: pd.DataFrame, settings: Settings, training: dict[str, Any],
+    thresholds: dict[str, Any], evaluation: EvaluationReport, data_hash: str, run_id: str,
+) -> str:
+    """Log the evaluation and the decision-making pyfunc, register a new version; return its number."""
+    model = keras.models.load_model(training["model_path"])
+    clean = clean_dataset(manifest_path, settings)
+    configure_tracking(settings)
+    with mlflow.start_run(run_id=run_id):
+        _, version = train_job.log_and_register(
+            model, Thresholds.from_dict(thresholds), evaluation, data_hash, clean, index, settings
+        )
+    return str(version.version)
+
+
+@task(name="score-champion", persist_result=True, **IO_RETRIES)
+def score_champion(manifest_path: str, index: pd.DataFrame, settings: Settings, work_dir: Path) -> dict[str, Any]:
+    """Re-score the current champion on *this* run's test split, so the gate compares like with like."""
+    configure_tracking(settings)
+    version = promotion.champion_version(settings)
+    if version is None:
+        return {"version": None, "metrics": None, "error": None}
+    uri = f"models:/{settings.tracking.registered_model}@{promotion.CHAMPION}"
+    try:
+        report = train_job.score_model_on_split(uri, clean_dataset(manifest_path, settings), index, settings, work_dir / "champion")
+    except Exception as exc:  # noqa: BLE001 - any failure to load or score the champion must fail the gate safe
+        return {"version": version, "metrics": None, "error": f"{type(exc).__name__}: {exc}"}
+    return {"version": version, "metrics": dict(report.metrics), "error": None}
+
+
+@task(name="gate", persist_result=True)
+def run_gate(
+    settings: Settings, version: str, evaluation: EvaluationReport, thresholds: dict[str, Any],
+    champion: dict[str, Any], flow_run_id: str | None,
+) -> dict[str, Any]:
+    """Apply the champion/challenger rule and record it on the version and in the promotions history."""
+    decision = gate(
+        evaluation.metrics,
+        champion["metrics"],
+        recall_target=settings.thresholds.recall_target,
+        tolerance=settings.gate.recall_tolerance,
+        min_specificity=settings.gate.min_patch_specificity,
+        bound_met=bool(thresholds.get("bound_met", True)) or settings.thresholds.confidence is None,
+        champion_version=champion["version"],
+        champion_error=champion["error"],
+    )
+    promotion.record_gate(settings, version, decision, flow_run_id=flow_run_id)
+    return decision.to_dict()
+
+
+@task(name="promote", persist_result=True, **IO_RETRIES)
+def promote(settings: Settings, version: str, decision: dict[str, Any], reviewer: str, comment: str) -> str:
+    """Move the champion alias if nothing raced this run since its gate."""
+    record = promotion.promote(
+        settings, version, reviewer=reviewer, comment=comment,
+        expected_champion=GateDecision.from_dict(decision).champion_version,
+    )
+    return record.version
+
+
+@task(name="reject", persist_result=True, **IO_RETRIES)
+def reject(settings: Settings, version: str, reviewer: str, comment: str, status: str = "rejected") -> None:
+    promotion.reject(settings, version, reviewer=reviewer, comment=comment, status=status)

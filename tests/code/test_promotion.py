@@ -1,0 +1,114 @@
+"""Promotion state in a real MLflow registry (SQLite): pending, approve, reject, rollback, the race."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from steelqc import promotion
+from steelqc.config import Settings, load_settings
+from steelqc.gate import gate
+
+METRICS = {"patch_recall": 0.99, "image_recall": 1.0, "patch_precision": 0.5}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(overrides={"state_dir": str(tmp_path / "state")})
+
+
+def _new_version(settings: Settings, tmp_path: Path) -> str:
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    name = settings.tracking.registered_model
+    if not client.search_registered_models(f"name='{name}'"):
+        client.create_registered_model(name)
+    source = tmp_path / f"model-{len(client.search_model_versions(f'name={name!r}'))}"
+    source.mkdir()
+    return str(client.create_model_version(name, source=str(source)).version)
+
+
+def _gate_passed(settings: Settings, version: str) -> None:
+    champion = promotion.champion_version(settings)
+    decision = gate(METRICS, METRICS if champion else None, recall_target=0.95, champion_version=champion)
+    promotion.record_gate(settings, version, decision)
+
+
+def test_gate_marks_pending_and_approve_promotes(settings: Settings, tmp_path: Path) -> None:
+    version = _new_version(settings, tmp_path)
+    _gate_passed(settings, version)
+    pending = promotion.list_pending(settings)
+    assert [p.version for p in pending] == [version]
+    assert pending[0].challenger_metrics["patch_recall"] == 0.99
+
+    promotion.approve_pending(settings, version, reviewer="qa-lead", comment="looks good")
+    assert promotion.champion_version(settings) == version
+    assert promotion.list_pending(settings) == []
+    card = promotion.champion_card(settings)
+    assert card is not None and card["version"] == version and card["approved_by"] == "qa-lead"
+    history = promotion.list_decisions(settings)
+    assert {"gate", "promote"} <= set(history["action"])
+
+
+def test_reject_leaves_champion(settings: Settings, tmp_path: Path) -> None:
+    first = _new_version(settings, tmp_path)
+    _gate_passed(settings, first)
+    promotion.approve_pending(settings, first, reviewer="qa")
+    second = _new_version(settings, tmp_path)
+    _gate_passed(settings, second)
+    promotion.reject(settings, second, reviewer="qa", comment="too many false alarms")
+    assert promotion.champion_version(settings) == first
+    with pytest.raises(promotion.PromotionError, match="not pending"):
+        promotion.approve_pending(settings, second, reviewer="qa")
+
+
+def test_failed_gate_is_not_pending(settings: Settings, tmp_path: Path) -> None:
+    version = _new_version(settings, tmp_path)
+    promotion.record_gate(settings, version, gate({**METRICS, "patch_recall": 0.5}, None, recall_target=0.95))
+    assert promotion.list_pending(settings) == []
+    with pytest.raises(promotion.PromotionError):
+        promotion.approve_pending(settings, version, reviewer="qa")
+    assert promotion.champion_version(settings) is None
+
+
+def test_rollback_swaps_aliases_and_is_recorded(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(promotion.PromotionError, match="no previous champion"):
+        promotion.rollback(settings, reviewer="qa")
+    first = _new_version(settings, tmp_path)
+    _gate_passed(settings, first)
+    promotion.approve_pending(settings, first, reviewer="qa")
+    second = _new_version(settings, tmp_path)
+    _gate_passed(settings, second)
+    promotion.approve_pending(settings, second, reviewer="qa")
+    assert promotion.champion_version(settings) == second
+
+    promotion.rollback(settings, reviewer="qa", comment="field complaints")
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    name = settings.tracking.registered_model
+    assert promotion.alias_version(client, name, promotion.CHAMPION) == first
+    assert promotion.alias_version(client, name, promotion.PREVIOUS) == second
+    assert "rollback" in set(promotion.list_decisions(settings)["action"])
+
+
+def test_race_second_promotion_stops(settings: Settings, tmp_path: Path) -> None:
+    """Two challengers gated against the same (absent) champion: the second must not overwrite the first."""
+    a = _new_version(settings, tmp_path)
+    b = _new_version(settings, tmp_path)
+    _gate_passed(settings, a)
+    _gate_passed(settings, b)
+    promotion.approve_pending(settings, a, reviewer="qa")
+    with pytest.raises(promotion.ChampionChangedError, match="re-run"):
+        promotion.approve_pending(settings, b, reviewer="qa")
+    assert promotion.champion_version(settings) == a
+    assert [p.version for p in promotion.list_pending(settings)] == [b]
+
+
+def test_unknown_version(settings: Settings, tmp_path: Path) -> None:
+    _new_version(settings, tmp_path)
+    with pytest.raises(promotion.PromotionError, match="no version 99"):
+        promotion.approve_pending(settings, "99", reviewer="qa")
+
+
+def test_no_champion_card(settings: Settings) -> None:
+    assert promotion.champion_card(settings) is None

@@ -1,0 +1,172 @@
+"""MLflow tracking, the decision-making pyfunc, registration tags and aliases — against a real SQLite store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import time
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from steelqc.config import load_settings
+from steelqc.data.errors import ImageDecodeError
+from steelqc.data.images import encode_png
+from steelqc.inference import Inspector
+from steelqc.registry import (
+    TrackingUnavailableError,
+    configure_tracking,
+    ensure_experiment,
+    flatten_settings,
+    get_version_by_alias,
+    get_version_tags,
+    git_commit,
+    images_from_model_input,
+    load_inspector,
+    log_epoch_metrics,
+    log_pyfunc_model,
+    register_version,
+    set_alias,
+    set_version_tags,
+    version_tags,
+)
+from steelqc.thresholds import Thresholds
+
+PATCH, STRIDE = 32, 16
+
+
+def brightest_pixel_model() -> keras.Model:
+    """Score = brightest pixel of the patch / 255: decisions on crafted images are known exactly."""
+    inputs = keras.Input((PATCH, PATCH, 1))
+    return keras.Model(inputs, keras.layers.Rescaling(1.0 / 255.0)(keras.layers.GlobalMaxPooling2D()(inputs)))
+
+
+def thresholds(t_pass: float, t_fail: float) -> Thresholds:
+    return Thresholds(t_pass, t_fail, 1.0, 1.0, 1.0, 0.5, 10, 10, True, "crafted for tests")
+
+
+def strip(value: int | None = None) -> np.ndarray:
+    image = np.full((64, 160), 20, np.uint8)
+    if value is not None:
+        image[40, 100] = value
+    return image
+
+
+def test_default_tracking_is_sqlite_in_the_state_dir_with_artifacts_beside_it(isolated_state: Path) -> None:
+    settings = load_settings()
+    uri = configure_tracking(settings)
+    assert uri == f"sqlite:///{isolated_state / 'mlflow.db'}" and mlflow.get_tracking_uri() == uri
+    experiment_id = ensure_experiment(settings, "synthetic")
+    assert ensure_experiment(settings, "synthetic") == experiment_id
+    experiment = mlflow.get_experiment(experiment_id)
+    assert experiment.name == "steelqc-synthetic"
+    assert experiment.artifact_location == (isolated_state / "mlartifacts" / "steelqc-synthetic").as_uri()
+
+
+def test_unreachable_tracking_server_fails_fast_with_a_clear_message() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    settings = load_settings(overrides={"tracking.tracking_uri": f"http://127.0.0.1:{port}"})
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailableError, match=rf"127\.0\.0\.1:{port} is unreachable.*MLFLOW_TRACKING_URI"):
+        configure_tracking(settings)
+    assert time.monotonic() - started < 10
+
+
+def test_params_are_the_full_config_flattened() -> None:
+    settings = load_settings("demo")
+    flat = flatten_settings(settings)
+    assert flat["train.batch_size"] == "32" and flat["model.backbone"] == "small_cnn"
+    assert flat["thresholds.confidence"] == "0.9" and flat["data.root"] == "None"
+    sections = {key.split(".")[0] for key in flat}
+    assert {"data", "patches", "model", "train", "thresholds", "tracking", "gate"} <= sections
+
+
+def test_epoch_metrics_are_logged_per_step() -> None:
+    configure_tracking(load_settings())
+    with mlflow.start_run() as run:
+        log_epoch_metrics(0, {"loss": 0.7, "val_pr_auc": np.float32(0.5), "note": "ignored"})
+        log_epoch_metrics(1, {"loss": 0.4, "val_pr_auc": 0.8})
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_pr_auc")
+    assert [(m.step, round(m.value, 3)) for m in history] == [(0, 0.5), (1, 0.8)]
+
+
+def test_model_input_forms() -> None:
+    image = strip(250)
+    png = encode_png(image)
+    forms = [
+        pd.DataFrame({"image": [png, png]}),
+        pd.DataFrame({"image": [base64.b64encode(png).decode()] * 2}),
+        {"image": [png, image]},
+        np.stack([image, image]),
+        [image.tolist(), png],
+    ]
+    for form in forms:
+        decoded = images_from_model_input(form)
+        assert len(decoded) == 2 and all(np.array_equal(d, image) for d in decoded)
+    assert len(images_from_model_input(image)) == 1
+    with pytest.raises(ImageDecodeError, match="column named 'image'"):
+        images_from_model_input(pd.DataFrame({"pixels": [png]}))
+    with pytest.raises(ImageDecodeError, match="not base64"):
+        images_from_model_input(pd.DataFrame({"image": ["%%%"]}))
+
+
+def test_git_commit_is_a_hash_or_unknown() -> None:
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", git_commit())
+
+
+def test_logged_pyfunc_decides_and_registered_version_carries_tags_and_aliases() -> None:
+    settings = load_settings(overrides={"patches.size": PATCH, "patches.stride": STRIDE})
+    configure_tracking(settings)
+    experiment_id = ensure_experiment(settings, "unit")
+    model, crafted = brightest_pixel_model(), thresholds(0.5, 0.9)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        info = log_pyfunc_model(model, crafted, settings.patches, strip())
+    metrics = {"patch_recall": 0.99, "patch_precision": 0.5, "patch_specificity": 0.75}
+    tags = version_tags(metrics, crafted, "abc123")
+    version = register_version(info.model_uri, "steelqc-unit", tags)
+    assert str(version.version) == "1" and version.run_id == run.info.run_id
+
+    stored = get_version_tags("steelqc-unit", 1)
+    assert {k: stored[k] for k in ("recall", "precision", "specificity", "t_pass", "t_fail", "data_hash")} == {
+        "recall": "0.990000",
+        "precision": "0.500000",
+        "specificity": "0.750000",
+        "t_pass": "0.500000",
+        "t_fail": "0.900000",
+        "data_hash": "abc123",
+    }
+    assert stored["recall_bound"] == "1.000000" and stored["git_commit"]
+
+    assert get_version_by_alias("steelqc-unit", "champion") is None
+    assert get_version_by_alias("no-such-model", "champion") is None
+    set_alias("steelqc-unit", "champion", 1)
+    assert str(get_version_by_alias("steelqc-unit", "champion").version) == "1"
+    set_version_tags("steelqc-unit", 1, {"gate_decision": "passed"})
+    assert get_version_tags("steelqc-unit", 1)["gate_decision"] == "passed"
+
+    images = [strip(), strip(160), strip(250)]
+    pyfunc = mlflow.pyfunc.load_model("models:/steelqc-unit@champion")
+    for model_input in (pd.DataFrame({"image": [encode_png(i) for i in images]}), np.stack(images)):
+        out = pyfunc.predict(model_input)
+        assert list(out.columns) == ["decision", "worst_score", "worst_patch_y", "worst_patch_x", "patch_scores"]
+        assert list(out["decision"]) == ["PASS", "HOLD", "FAIL"]
+        expected = Inspector(model, crafted, PATCH, STRIDE, "reflect").inspect(images)
+        assert out["worst_patch_y"].tolist() == [r.worst_patch[0] for r in expected]
+        assert out["worst_patch_x"].tolist() == [r.worst_patch[1] for r in expected]
+        patches = json.loads(out["patch_scores"][2])
+        assert len(patches) == 27 and {"y", "x", "score", "decision"} == set(patches[0])
+        assert max(p["score"] for p in patches) == pytest.approx(250 / 255, abs=1e-5)
+
+    inspector, meta = load_inspector("models:/steelqc-unit@champion")
+    assert (meta.name, meta.version, meta.run_id) == ("steelqc-unit", "1", run.info.run_id)
+    assert meta.thresholds == crafted and meta.tags["data_hash"] == "abc123"
+    assert meta.geometry == {"patch_size": PATCH, "stride": STRIDE, "pad_mode": "reflect"}
+    assert [r.decision for r in inspector.inspect(images)] == ["PASS", "HOLD", "FAIL"]

@@ -1,0 +1,135 @@
+"""End to end: ``steelqc app`` serves the champion's decision on a demo image to a real headless browser."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+CHROMIUM = Path("/usr/bin/chromium")
+DECISIONS = ("PASS", "HOLD", "FAIL")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (.ci/run installs Debian's chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args[0]} exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read()
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, with its children (streamlit under the CLI)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def app_url(tiny_champion_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``steelqc app`` on a free 127.0.0.1 port, its champion the tiny registered model; stopped afterwards."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(tiny_champion_db, db)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # nothing the app or the browser writes lands in $HOME
+    port = free_port()
+    steelqc_cli = Path(sys.executable).with_name("steelqc")
+    log = (tmp_path / "app.log").open("wb")
+    proc = subprocess.Popen(
+        [str(steelqc_cli), "app", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{port}/_stcore/health", 120, proc) == b"ok"
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        stop(proc)
+        log.close()
+
+
+class DevTools:
+    """The few Chrome DevTools protocol calls the test needs, over the page's websocket."""
+
+    def __init__(self, ws_url: str) -> None:
+        self.ws = connect(ws_url, max_size=None, open_timeout=20)
+        self.ids = itertools.count(1)
+
+    def call(self, method: str, **params: object) -> dict:
+        message_id = next(self.ids)
+        self.ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
+        while True:
+            reply = json.loads(self.ws.recv(timeout=60))
+            if reply.get("id") == message_id:
+                assert "error" not in reply, reply
+                return reply["result"]
+
+    def text(self) -> str:
+        return str(self.call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)["result"].get("value", ""))
+
+
+def test_browser_sees_a_decision_on_a_demo_image(app_url: str, tmp_path: Path) -> None:
+    debug_port = free_port()
+    browser = subprocess.Popen(
+        [
+            str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}", f"--remote-debugging-port={debug_port}",
+            "--remote-debugging-address=127.0.0.1", "--window-size=1400,1100", app_url,
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        targets = json.loads(wait_for_http(f"http://127.0.0.1:{debug_port}/json/list", 30, browser))
+        page = next(t for t in targets if t["type"] == "page")
+        tools = DevTools(page["webSocketDebuggerUrl"])
+        deadline, text = time.monotonic() + 180, ""
+        while time.monotonic() < deadline and "Worst patch score" not in text:
+            time.sleep(1)
+            text = tools.text()
+        assert "Worst patch score" in text, f"no decision within 180 s; page shows:\n{text[:2000]}"
+        assert "Champion v1" in text and "t_pass = 0.300" in text, text
+        assert any(line.strip() in DECISIONS for line in text.splitlines()), text[:2000]
+        time.sleep(2)  # let the heatmap image finish painting
+        shot = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
+        tools.ws.close()
+    finally:
+        stop(browser)
+    path = tmp_path / "app.png"
+    path.write_bytes(shot)
+    pixels = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    assert pixels is not None and pixels.shape[0] >= 800 and pixels.shape[1] >= 1200
+    assert float(np.std(pixels)) > 20, "the screenshot is nearly blank"

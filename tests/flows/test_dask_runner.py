@@ -1,0 +1,130 @@
+"""A Prefect flow that maps patch indexing over image chunks gives the same patch index on a real 2-worker
+Dask LocalCluster as on the local thread pool, and the same as indexing the whole dataset in one call.
+
+Dask's worker processes report task states to the Prefect API, so the test runs a Prefect server on
+127.0.0.1 as production does (without one, every worker process would start its own temporary server).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cloudpickle
+import pandas as pd
+import pytest
+import requests
+from prefect import flow, task, unmapped
+from prefect.logging.handlers import APILogWorker
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows.runners import task_runner
+from steelqc.config import PatchSettings
+from steelqc.data.dataset import Dataset
+from steelqc.patches import build_patch_index, split_images
+
+pytestmark = pytest.mark.slow
+
+# Dask's worker processes cannot import this test module by name; ship its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+PATCHES = PatchSettings(size=64, stride=32, min_defect_pixels=8)
+SERVER_START_TIMEOUT_S = 180.0
+
+
+def _free_port() -> int:
+    """A free 127.0.0.1 port below the kernel's ephemeral range, which busy clients keep taking."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000 on 127.0.0.1")
+
+
+@pytest.fixture
+def prefect_server(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``prefect server start`` on 127.0.0.1 (SQLite in the test's state dir); PREFECT_API_URL points at it."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log_path = isolated_state / "prefect-server.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(isolated_state)}, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not _healthy(f"{url}/health"):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        monkeypatch.setenv("PREFECT_API_URL", url)  # inherited by the LocalCluster's worker processes
+        with temporary_settings(updates={PREFECT_API_URL: url}):  # this process read its settings at import
+            yield url
+            APILogWorker.drain_all(timeout=30)  # send buffered run logs while the server is still up
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@task
+def index_chunk(root: str, image_ids: list[str], settings: PatchSettings) -> tuple[int, pd.DataFrame]:
+    """Patch rows of one chunk of images (and the process that built them)."""
+    return os.getpid(), build_patch_index(Dataset.open(root).restrict(image_ids), settings, workers=1)
+
+
+def with_dataset_split(index: pd.DataFrame, settings: PatchSettings) -> pd.DataFrame:
+    """Re-split chunk indexes by image over the whole dataset, as one ``build_patch_index`` call does."""
+    images = index.drop_duplicates("image_id")
+    class_sets = [tuple(int(c) for c in classes.split(",") if c) for classes in images["classes"]]
+    splits = split_images(images["image_id"].tolist(), class_sets, images["content_hash"].tolist(), settings)
+    return index.assign(split=index["image_id"].map(splits))
+
+
+@flow
+def chunked_patch_index(root: str, chunks: list[list[str]], settings: PatchSettings) -> tuple[set[int], pd.DataFrame]:
+    built = [future.result() for future in index_chunk.map(root, chunks, unmapped(settings))]
+    index = pd.concat([frame for _, frame in built], ignore_index=True)
+    return {pid for pid, _ in built}, with_dataset_split(index, settings)
+
+
+def test_dask_local_cluster_builds_the_same_patch_index_as_the_local_runner(  # type: ignore[no-untyped-def]
+    synthetic_dataset_factory, prefect_server: str
+) -> None:
+    root = str(synthetic_dataset_factory(16, 5, height=128, width=640, contrast=1.5))
+    image_ids = list(Dataset.open(root).image_ids)
+    chunks = [image_ids[i : i + 4] for i in range(0, len(image_ids), 4)]
+
+    local_pids, local = chunked_patch_index.with_options(task_runner=task_runner("local", n_workers=2))(root, chunks, PATCHES)
+    dask_pids, on_dask = chunked_patch_index.with_options(task_runner=task_runner("dask", n_workers=2))(root, chunks, PATCHES)
+
+    assert local_pids == {os.getpid()}
+    assert os.getpid() not in dask_pids and 1 <= len(dask_pids) <= 2  # ran in the cluster's worker processes
+    pd.testing.assert_frame_equal(on_dask, local)
+    whole = build_patch_index(Dataset.open(root), PATCHES, workers=2)
+    pd.testing.assert_frame_equal(on_dask, whole)
+    assert set(on_dask["split"]) == {"train", "val", "test"}
+    assert on_dask["label"].sum() > 0

@@ -1,0 +1,161 @@
+"""Batch inspection with a tiny untrained small CNN: real sample images, bad files, S3, and the patch log."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import boto3
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from steelqc.batch_inspection import DECISION_COLUMNS, inspect_batch, list_images
+from steelqc.config import ModelSettings, MonitoringSettings
+from steelqc.data.errors import DatasetError
+from steelqc.data.images import encode_jpeg, encode_png, read_image
+from steelqc.data.synth import generate_strip
+from steelqc.inference import Inspector
+from steelqc.model import build_model
+from steelqc.monitoring import PatchLog, build_reference, drift_report, embedding_columns
+from steelqc.patches import extract_patches
+from steelqc.thresholds import Thresholds
+
+SIZE = (256, 1600)
+
+
+@pytest.fixture(scope="module")
+def model() -> keras.Model:
+    keras.utils.set_random_seed(3)
+    return build_model(ModelSettings(backbone="small_cnn", weights="none", input_size=32), 256)
+
+
+def _thresholds(t_pass: float, t_fail: float) -> Thresholds:
+    return Thresholds(t_pass, t_fail, 1.0, 1.0, 1.0, 0.5, 10, 10, True, "set by the test")
+
+
+def _inspector(model: keras.Model, t_pass: float = 0.5, t_fail: float = 0.9) -> Inspector:
+    return Inspector(model, _thresholds(t_pass, t_fail), 256, 128, "reflect")
+
+
+def test_real_sample_images_all_decode_and_decisions_are_written(
+    model: keras.Model, severstal_sample: Path, tmp_path: Path
+) -> None:
+    images = severstal_sample / "train_images"
+    worst = sorted(r.worst_score for r in _inspector(model).inspect([read_image(p) for p in sorted(images.iterdir())]))
+    # thresholds between the images' worst scores, so all three decisions occur
+    inspector = _inspector(model, t_pass=(worst[2] + worst[3]) / 2, t_fail=(worst[6] + worst[7]) / 2)
+
+    result = inspect_batch(inspector, images, tmp_path, workers=2, batch_images=3, image_size=SIZE)
+
+    decisions = pd.read_csv(result.csv_path)
+    assert list(decisions.columns) == list(DECISION_COLUMNS)
+    assert sorted(decisions["image"]) == sorted(p.name for p in images.iterdir())
+    assert result.counts == {"PASS": 3, "HOLD": 4, "FAIL": 3, "ERROR": 0}
+    assert decisions["error"].isna().all()
+    records = json.loads(result.json_path.read_text())
+    assert len(records) == 10 and all(len(r["patch_scores"]) == 12 for r in records)
+    for record in records:
+        best = max(record["patch_scores"], key=lambda p: p["score"])
+        assert (best["y"], best["x"]) == (record["worst_patch_y"], record["worst_patch_x"])
+        assert best["score"] == pytest.approx(record["worst_score"], abs=1e-6)
+    flagged = {r["image"] for r in records if r["decision"] in ("HOLD", "FAIL")}
+    assert {p.name.removesuffix(".overlay.png") for p in result.overlays} == flagged
+    overlay = cv2.imread(str(result.overlays[0]))
+    assert overlay.shape == (*SIZE, 3)
+    assert result.images_per_second > 0
+
+
+def test_bad_files_are_listed_and_never_stop_the_batch(model: keras.Model, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        (folder / f"good{i}.jpg").write_bytes(encode_jpeg(generate_strip(rng)[0]))
+    good = (folder / "good0.jpg").read_bytes()
+    (folder / "corrupt.jpg").write_bytes(good[: len(good) // 2])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "small.png").write_bytes(encode_png(np.zeros((128, 800), np.uint8)))
+
+    result = inspect_batch(_inspector(model), folder, tmp_path / "out", workers=2, batch_images=2, image_size=SIZE)
+
+    rows = result.decisions.set_index("image")
+    assert len(rows) == 7 and result.counts["ERROR"] == 4
+    assert rows.loc["corrupt.jpg", "error"] == "truncated JPEG data (end marker missing)"
+    assert "not a JPEG/PNG/BMP/TIFF image" in rows.loc["notes.txt", "error"]
+    assert rows.loc["empty.png", "error"] == "empty file"
+    assert rows.loc["small.png", "error"] == "image is 128x800, expected 256x1600"
+    assert (rows.loc[[f"good{i}.jpg" for i in range(3)], "decision"] != "ERROR").all()
+    errors = pd.read_csv(result.csv_path).set_index("image")
+    assert errors.loc["corrupt.jpg", "decision"] == "ERROR" and np.isnan(errors.loc["corrupt.jpg", "worst_score"])
+    records = {r["image"]: r for r in json.loads(result.json_path.read_text())}
+    assert records["small.png"]["worst_patch_y"] is None and records["small.png"]["patch_scores"] == []
+
+    without_size_check = inspect_batch(_inspector(model), folder / "small.png", tmp_path / "one")
+    assert without_size_check.counts["ERROR"] == 0 and len(without_size_check.decisions) == 1
+
+
+def test_sources_that_hold_nothing_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no such file or folder"):
+        list_images(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no files to inspect"):
+        list_images(tmp_path / "empty")
+
+
+def test_s3_prefix_and_object(model: keras.Model, severstal_sample: Path, moto_s3_endpoint: str, tmp_path: Path) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_s3_endpoint)
+    s3.create_bucket(Bucket="coils")
+    for path in sorted((severstal_sample / "train_images").iterdir())[:3]:
+        s3.put_object(Bucket="coils", Key=f"line1/{path.name}", Body=path.read_bytes())
+    result = inspect_batch(_inspector(model), "s3://coils/line1", tmp_path / "a", endpoint_url=moto_s3_endpoint)
+    assert len(result.decisions) == 3 and result.counts["ERROR"] == 0
+    one = sorted((severstal_sample / "train_images").iterdir())[0].name
+    single = inspect_batch(_inspector(model), f"s3://coils/line1/{one}", tmp_path / "b", endpoint_url=moto_s3_endpoint)
+    assert single.decisions["image"].tolist() == [one]
+
+
+def test_patch_log_feeds_drift_monitoring(model: keras.Model, tmp_path: Path) -> None:
+    """Reference from 'validation' strips; production strips are blurred: the log's report flags drift."""
+    rng = np.random.default_rng(5)
+    validation = np.concatenate([extract_patches(generate_strip(rng)[0], 256, 128, "reflect")[0] for _ in range(12)])
+    reference, reducer = build_reference(model, validation, n_components=4)
+    assert embedding_columns(reference) == ["emb_0", "emb_1", "emb_2", "emb_3"]
+
+    folder = tmp_path / "prod"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"s{i}.png").write_bytes(encode_png(generate_strip(rng, blur_sigma=2.0)[0]))
+    log = PatchLog(tmp_path / "log")
+    result = inspect_batch(_inspector(model), folder, tmp_path / "out", batch_images=4, patch_log=log, reducer=reducer)
+
+    logged = log.read()
+    assert result.patch_log_file is not None and len(logged) == 6 * 12
+    assert set(logged["image"]) == {f"s{i}.png" for i in range(6)}
+    first = json.loads(result.decisions.set_index("image").loc["s0.png", "patch_scores"])
+    s0 = logged[logged["image"] == "s0.png"].sort_values(["y", "x"])
+    np.testing.assert_allclose(s0["score"], [p["score"] for p in first], atol=1e-6)
+    assert embedding_columns(logged) == embedding_columns(reference)
+
+    drift = drift_report(reference, logged, tmp_path / "report", MonitoringSettings())
+    assert drift.drift_detected and "blur" in drift.drifted_columns
+    assert drift.embedding_drift_score is not None and drift.notes == []
+
+
+def test_same_images_without_a_log_give_the_same_decisions(model: keras.Model, tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"s{i}.png").write_bytes(encode_png(generate_strip(rng)[0]))
+    reference, reducer = build_reference(model, extract_patches(generate_strip(rng)[0], 256, 128, "reflect")[0])
+    plain = inspect_batch(_inspector(model), folder, tmp_path / "a")
+    logged = inspect_batch(_inspector(model), folder, tmp_path / "b", patch_log=PatchLog(tmp_path / "l"), reducer=reducer)
+    pd.testing.assert_frame_equal(
+        plain.decisions.drop(columns="patch_scores"), logged.decisions.drop(columns="patch_scores"), atol=1e-6
+    )
+    shutil.rmtree(tmp_path / "l")
