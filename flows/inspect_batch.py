@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from steelqc.config import load_settings
+from steelqc.monitoring import champion_uri
 from tasks import inspection as t
 
 
@@ -21,13 +22,14 @@ def inspect_batch(
     source: str,
     config: str = "demo",
     out: str | None = None,
-    model: str = "models:/steelqc@champion",
+    model: str | None = None,
     image_size: tuple[int, int] | None = (256, 1600),
     log_patches: bool = True,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Inspect ``source`` with ``model``; decisions go to ``out`` (default ``<state>/reports/inspect-<run id>``)."""
     settings = load_settings(config, overrides)
+    model = model or champion_uri(settings)
     out_dir = Path(out) if out else settings.state_dir / "reports" / f"inspect-{get_run_context().flow_run.id}"
     inspector, meta, reducer = t.load_model(settings, model)
     summary = t.inspect_images(

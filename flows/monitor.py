@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from steelqc.config import load_settings
+from steelqc.monitoring import champion_uri
 from tasks import monitoring as t
 
 
@@ -23,13 +24,14 @@ def monitor(
     config: str = "demo",
     since: date | None = None,
     until: date | None = None,
-    model: str = "models:/steelqc@champion",
+    model: str | None = None,
     reference: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Drift report of ``since``..``until`` (default: the last ``monitoring.window_days``); may trigger retraining."""
     logger = get_run_logger()
     settings = load_settings(config, overrides)
+    model = model or champion_uri(settings)
     first = since or datetime.now(UTC).date() - timedelta(days=settings.monitoring.window_days)
     out_dir = settings.state_dir / "reports" / f"monitor-{get_run_context().flow_run.id}"
 

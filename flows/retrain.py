@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, suspend_flow_run
+from prefect import flow, get_run_logger, suspend_flow_run, unmapped
 from prefect.context import get_run_context
 
 from flows.approval import ApprovalInput
@@ -33,8 +33,14 @@ def retrain(
     work_dir = settings.state_dir / "runs" / str(flow_run.id)
 
     data_root = data or t.generate_data(settings)
-    validation = t.validate_data(data_root, settings, work_dir)
-    index = t.build_index(validation["manifest_path"], validation["data_hash"], settings, work_dir)
+    # Fan-out work (image scan, patch labelling) is mapped over chunks: threads locally, workers on Dask.
+    scans = t.scan_chunk.map(unmapped(data_root), t.image_chunks(data_root, settings), unmapped(settings))
+    validation = t.validate_data(data_root, settings, work_dir, scans)
+    rows = t.index_chunk.map(
+        unmapped(validation["manifest_path"]), unmapped(validation["data_hash"]), validation["clean_chunks"],
+        unmapped(settings),
+    )
+    index = t.split_index(rows, settings, work_dir)
     run_id = t.start_run(settings, validation, index, str(flow_run.id))
     training = t.train(validation["manifest_path"], index, settings, work_dir, run_id)
     thresholds = t.choose_thresholds(validation["manifest_path"], index, settings, training, run_id)

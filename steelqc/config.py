@@ -37,6 +37,7 @@ class DataSettings(_Section):
         None, description="S3-compatible endpoint; defaults to $MLFLOW_S3_ENDPOINT_URL / $AWS_ENDPOINT_URL_S3"
     )
     image_workers: int = Field(4, ge=1, description="Threads decoding images in parallel")
+    chunk_images: int = Field(256, ge=1, description="Images per fan-out task (validation scan, patch indexing)")
 
 
 class SynthSettings(_Section):

@@ -538,6 +538,11 @@ def log_drift_run(settings: Settings, result: DriftResult, params: dict[str, str
         return run.info.run_id
 
 
+def champion_uri(settings: Settings) -> str:
+    """The registered model's champion: what production inspects with and monitoring compares against."""
+    return f"models:/{settings.tracking.registered_model}@champion"
+
+
 def model_version_of(model_uri: str) -> tuple[str | None, str]:
     """``(registered version or None, run id)`` behind ``models:/name@alias``, ``models:/name/N`` or ``runs:/…``."""
     from mlflow import MlflowClient

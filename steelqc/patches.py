@@ -233,6 +233,38 @@ def _check_labelled_images_exist(dataset: Dataset) -> None:
         )
 
 
+def index_images(
+    dataset: Dataset, image_ids: Sequence[str], settings: PatchSettings, *, workers: int = 4
+) -> pd.DataFrame:
+    """Labelled patch rows of ``image_ids`` (no ``split`` column yet): the unit a flow fans out over workers."""
+    per_image = list(ordered_parallel_map(lambda i: _image_patches(dataset, i, settings), image_ids, workers))
+    class_ids = dataset.meta.class_ids
+    rows_per_image = [len(p.positions) for p in per_image]
+    positions = np.array([pos for p in per_image for pos in p.positions], dtype=np.int32).reshape(-1, 2)
+    px = np.concatenate([p.px for p in per_image]) if per_image else np.zeros((0, len(class_ids)), np.int64)
+    return pd.DataFrame(
+        {
+            "image_id": np.repeat([p.image_id for p in per_image], rows_per_image).astype(object),
+            "y": positions[:, 0],
+            "x": positions[:, 1],
+            "size": np.full(len(positions), settings.size, dtype=np.int32),
+            "label": np.concatenate([p.labels for p in per_image] or [np.zeros(0, bool)]).astype(np.int8),
+            **{f"px_class_{k}": px[:, i].astype(np.int32) for i, k in enumerate(class_ids)},
+            "classes": np.repeat([",".join(map(str, p.classes)) for p in per_image], rows_per_image).astype(object),
+            "content_hash": np.repeat([p.content_hash for p in per_image], rows_per_image).astype(object),
+        }
+    )
+
+
+def assign_splits(rows: pd.DataFrame, settings: PatchSettings) -> pd.DataFrame:
+    """Add the by-image ``split`` column to patch rows of a whole dataset (see :func:`split_images`)."""
+    images = rows.drop_duplicates("image_id")
+    class_sets = [tuple(int(c) for c in classes.split(",") if c) for classes in images["classes"]]
+    splits = split_images(images["image_id"].tolist(), class_sets, images["content_hash"].tolist(), settings)
+    split = rows["image_id"].map(splits)
+    return rows.drop(columns="content_hash").assign(split=split, content_hash=rows["content_hash"])
+
+
 def build_patch_index(dataset: Dataset, settings: PatchSettings, *, workers: int = 4) -> pd.DataFrame:
     """One row per patch of every image, labelled and split; images decoded on ``workers`` threads.
 
@@ -241,33 +273,7 @@ def build_patch_index(dataset: Dataset, settings: PatchSettings, *, workers: int
     if not dataset.image_ids:
         raise DatasetError("dataset has no images", file=dataset.root)
     _check_labelled_images_exist(dataset)
-    per_image = list(
-        ordered_parallel_map(lambda i: _image_patches(dataset, i, settings), dataset.image_ids, workers)
-    )
-    splits = split_images(
-        [p.image_id for p in per_image],
-        [p.classes for p in per_image],
-        [p.content_hash for p in per_image],
-        settings,
-    )
-    class_ids = dataset.meta.class_ids
-    rows_per_image = [len(p.positions) for p in per_image]
-    positions = np.array([pos for p in per_image for pos in p.positions], dtype=np.int32).reshape(-1, 2)
-    px = np.concatenate([p.px for p in per_image])
-    frame = pd.DataFrame(
-        {
-            "image_id": np.repeat([p.image_id for p in per_image], rows_per_image),
-            "y": positions[:, 0],
-            "x": positions[:, 1],
-            "size": np.full(len(positions), settings.size, dtype=np.int32),
-            "label": np.concatenate([p.labels for p in per_image]).astype(np.int8),
-            **{f"px_class_{k}": px[:, i].astype(np.int32) for i, k in enumerate(class_ids)},
-            "classes": np.repeat([",".join(map(str, p.classes)) for p in per_image], rows_per_image),
-            "split": np.repeat([splits[p.image_id] for p in per_image], rows_per_image),
-            "content_hash": np.repeat([p.content_hash for p in per_image], rows_per_image),
-        }
-    )
-    return frame
+    return assign_splits(index_images(dataset, dataset.image_ids, settings, workers=workers), settings)
 
 
 def write_index(index: pd.DataFrame, path: str | Path) -> Path:

@@ -9,6 +9,7 @@ test split is scored once, after the thresholds are fixed, and only to evaluate.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,9 +77,16 @@ def open_dataset(root: str, settings: Settings) -> Dataset:
     return Dataset.open(root, endpoint_url=settings.s3_endpoint_url)
 
 
-def validate(dataset: Dataset, settings: Settings, report_dir: Path) -> tuple[ValidationResult, Dataset]:
-    """Run the data gate; raise :class:`~steelqc.validation.ValidationFailed` or return the clean dataset."""
-    result = validate_dataset(dataset, settings.validation, report_dir, workers=settings.data.image_workers)
+def validate(
+    dataset: Dataset, settings: Settings, report_dir: Path, *, scanned: Sequence[dict[str, Any]] | None = None
+) -> tuple[ValidationResult, Dataset]:
+    """Run the data gate; raise :class:`~steelqc.validation.ValidationFailed` or return the clean dataset.
+
+    ``scanned`` holds image scan records made elsewhere (a flow's fan-out), else images are scanned here.
+    """
+    result = validate_dataset(
+        dataset, settings.validation, report_dir, workers=settings.data.image_workers, scanned=scanned
+    )
     result.raise_if_failed()
     return result, result.clean(dataset)
 

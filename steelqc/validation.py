@@ -295,17 +295,27 @@ def _scan_one(dataset: Dataset, image_id: str) -> dict[str, Any]:
     return record
 
 
-def scan_images(dataset: Dataset, *, workers: int = 4) -> pd.DataFrame:
+def scan_image_files(dataset: Dataset, image_ids: Sequence[str], *, workers: int = 4) -> list[dict[str, Any]]:
+    """Scan records of some of the dataset's image files: the unit a flow fans out over workers."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda image_id: _scan_one(dataset, image_id), image_ids))
+
+
+def scan_images(
+    dataset: Dataset, *, workers: int = 4, scanned: Sequence[dict[str, Any]] | None = None
+) -> pd.DataFrame:
     """The images suite's batch: one row per file in ``train_images/`` and per labelled ImageId.
 
-    Files are read and decoded by content in a thread pool (OpenCV and I/O release the GIL).
+    Files are read and decoded by content in a thread pool (OpenCV and I/O release the GIL), unless
+    ``scanned`` already holds the records of every file (from :func:`scan_image_files` run elsewhere).
     An ImageId with a mask but no file gets ``exists=False`` without touching storage. (An image the old
     CSV layout lists with empty masks only is clean; without a file it is simply not in the dataset.)
     """
     referenced = set(dataset.labels["ImageId"])
     listed = set(dataset.image_ids)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        records = list(pool.map(lambda image_id: _scan_one(dataset, image_id), dataset.image_ids))
+    records = list(scanned) if scanned is not None else scan_image_files(dataset, dataset.image_ids, workers=workers)
+    if sorted(r["file"] for r in records) != sorted(listed):
+        raise ValueError("scanned records must cover exactly the dataset's image files")
     records += [
         {**dict.fromkeys(IMAGE_COLUMNS), "file": image_id, "exists": False} for image_id in sorted(referenced - listed)
     ]
@@ -566,12 +576,14 @@ def validate_dataset(
     *,
     mode: Mode | None = None,
     workers: int = 4,
+    scanned: Sequence[dict[str, Any]] | None = None,
 ) -> ValidationResult:
     """Run the labels, images and dataset suites; write Data Docs, ``summary.json``, ``rejected.csv``
     and (when the data may be used) ``manifest.json`` into ``report_dir``.
 
     Never raises for bad data -- the result says what failed; call :meth:`ValidationResult.raise_if_failed`
-    to stop a pipeline. ``mode`` overrides ``settings.mode``.
+    to stop a pipeline. ``mode`` overrides ``settings.mode``. ``scanned`` passes image scan records
+    computed elsewhere (a flow's workers) instead of scanning here.
     """
     mode = mode or settings.mode
     report = Path(report_dir)
@@ -582,7 +594,7 @@ def validate_dataset(
 
     started = time.perf_counter()
     labels = dataset.labels
-    images = scan_images(dataset, workers=workers)
+    images = scan_images(dataset, workers=workers, scanned=scanned)
     labels_batch = label_table(labels)
     timings["scan_seconds"] = time.perf_counter() - started
 

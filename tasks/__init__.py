@@ -1,1 +1,4 @@
 """Prefect task wrappers around ``steelqc`` library calls (retries, caching, persisted results)."""
+
+# steelqc's environment defaults must be in place before Prefect reads its settings on import.
+import steelqc  # noqa: F401

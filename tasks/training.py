@@ -28,9 +28,10 @@ from steelqc.data.synth import generate_dataset
 from steelqc.evaluation import EvaluationReport
 from steelqc.gate import GateDecision, gate
 from steelqc.registry import TrackingUnavailableError, configure_tracking, ensure_experiment, flatten_settings, git_commit, log_lineage
+from steelqc.patches import assign_splits, index_images, write_index
 from steelqc.thresholds import Thresholds
 from steelqc.training import predict_split
-from steelqc.validation import load_manifest
+from steelqc.validation import load_manifest, scan_image_files
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # includes ConnectionError, TimeoutError
@@ -74,30 +75,61 @@ def generate_data(settings: Settings) -> str:
     return str(out)
 
 
-@task(name="validate-data", persist_result=True, **IO_RETRIES)
-def validate_data(data_root: str, settings: Settings, work_dir: Path) -> dict[str, Any]:
-    """Run the GX gate; a failure raises (the flow stops, nothing trains, the champion stays)."""
+@task(name="list-image-chunks", persist_result=True, **IO_RETRIES)
+def image_chunks(data_root: str, settings: Settings) -> list[list[str]]:
+    """The dataset's image files in chunks of ``data.chunk_images``: the unit of fan-out."""
+    return _chunks(list(train_job.open_dataset(data_root, settings).image_ids), settings.data.chunk_images)
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@task(name="scan-images", persist_result=True, **IO_RETRIES)
+def scan_chunk(data_root: str, image_ids: list[str], settings: Settings) -> list[dict[str, Any]]:
+    """Read and decode one chunk of images for the images suite (on a Dask worker with ``--runner dask``)."""
     dataset = train_job.open_dataset(data_root, settings)
-    result, _ = train_job.validate(dataset, settings, work_dir / "validation")
+    return scan_image_files(dataset, image_ids, workers=settings.data.image_workers)
+
+
+@task(name="validate-data", persist_result=True, **IO_RETRIES)
+def validate_data(
+    data_root: str, settings: Settings, work_dir: Path, scans: list[list[dict[str, Any]]]
+) -> dict[str, Any]:
+    """Run the GX gate on the scanned chunks; a failure raises (nothing trains, the champion stays)."""
+    dataset = train_job.open_dataset(data_root, settings)
+    scanned = [record for chunk in scans for record in chunk]
+    result, _ = train_job.validate(dataset, settings, work_dir / "validation", scanned=scanned)
     return {
         "manifest_path": str(result.manifest_path),
         "data_hash": result.data_hash,
         "dataset_name": dataset.meta.name,
         "summary": train_job.validation_summary(result),
         "docs_index": str(result.docs_index),
+        "clean_chunks": _chunks(list(result.kept_image_ids), settings.data.chunk_images),
     }
 
 
-def _index_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """The patch index depends only on the validated data and the patch settings."""
-    patches = parameters["settings"].patches.model_dump_json()
-    return f"patch-index-{parameters['data_hash']}-{hashlib.sha1(patches.encode()).hexdigest()[:12]}"
+def _chunk_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Patch rows depend only on the validated data, which images, and the patch settings."""
+    digest = hashlib.sha1(parameters["settings"].patches.model_dump_json().encode())
+    digest.update("\n".join(parameters["image_ids"]).encode())
+    return f"patch-rows-{parameters['data_hash']}-{digest.hexdigest()[:16]}"
 
 
-@task(name="patch-index", cache_key_fn=_index_cache_key, persist_result=True)
-def build_index(manifest_path: str, data_hash: str, settings: Settings, work_dir: Path) -> pd.DataFrame:
-    """Label and split every patch of the clean dataset (cached by data hash + patch settings)."""
-    return train_job.make_patch_index(clean_dataset(manifest_path, settings), settings, work_dir / "patch_index.parquet")
+@task(name="index-patches", cache_key_fn=_chunk_cache_key, persist_result=True)
+def index_chunk(manifest_path: str, data_hash: str, image_ids: list[str], settings: Settings) -> pd.DataFrame:
+    """Label the patches of one chunk of clean images (cached by data hash, chunk and patch settings)."""
+    dataset = clean_dataset(manifest_path, settings)
+    return index_images(dataset, image_ids, settings.patches, workers=settings.data.image_workers)
+
+
+@task(name="split-patch-index", persist_result=True)
+def split_index(chunks: list[pd.DataFrame], settings: Settings, work_dir: Path) -> pd.DataFrame:
+    """Split by image over the whole dataset and write the index beside the run's other outputs."""
+    index = assign_splits(pd.concat(chunks, ignore_index=True), settings.patches)
+    write_index(index, work_dir / "patch_index.parquet")
+    return index
 
 
 @task(name="start-mlflow-run", persist_result=True, **IO_RETRIES)

@@ -46,9 +46,14 @@ def render_result(name: str, pixels: np.ndarray, result: ImageResult, inspector:
     y, x = result.worst_patch
     score_col, rule_col = st.columns([1, 3])
     score_col.metric("Worst patch score", f"{result.worst_score:.3f}")
+    fail_rule = (
+        f"FAIL at or above **t_fail = {thresholds.t_fail:.3f}**"
+        if thresholds.t_fail <= 1.0
+        else "no automatic FAIL (no threshold reached the precision target)"
+    )
     rule_col.markdown(
-        f"PASS below **t_pass = {thresholds.t_pass:.3f}** · FAIL at or above **t_fail = {thresholds.t_fail:.3f}** · "
-        f"HOLD in between (a person looks).  \nWorst patch at y={y}, x={x} "
+        f"PASS below **t_pass = {thresholds.t_pass:.3f}** · {fail_rule} · "
+        f"HOLD otherwise (a person looks).  \nWorst patch at y={y}, x={x} "
         f"({inspector.patch_size}×{inspector.patch_size} px, framed in white)."
     )
     heat = patch_heatmap(pixels.shape, result.positions, result.patch_scores, inspector.patch_size)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
-from steelqc.config import Settings
 
-ModelOption = typer.Option("models:/steelqc@champion", "--model", "-m", help="MLflow model URI to use")
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.decomposition import PCA
+
+ModelOption = typer.Option(None, "--model", "-m", help="MLflow model URI; default models:/<registered_model>@champion")
 
 
 def parse_image_size(text: str) -> tuple[int, int] | None:
@@ -34,11 +38,7 @@ def _parse_date(text: str | None, flag: str) -> date | None:
         raise
 
 
-def _reports_dir(settings: Settings, kind: str) -> Path:
-    return settings.state_dir / "reports" / f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-
-
-def _reference(run_id: str, folder: Path | None) -> tuple[object, object]:
+def _reference(run_id: str, folder: Path | None) -> tuple[pd.DataFrame, PCA | None]:
     """The reference set and reducer: from ``folder`` when given, else the model run's artefacts."""
     from steelqc.monitoring import download_reference, load_reference
 
@@ -52,7 +52,7 @@ def _reference(run_id: str, folder: Path | None) -> tuple[object, object]:
 def inspect(
     path: str = typer.Argument(..., help="An image file, a folder of images or an s3://bucket/prefix"),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for decisions.csv/.json and overlays/"),
-    model: str = ModelOption,
+    model: str | None = ModelOption,
     workers: int = typer.Option(4, min=1, help="Threads reading and decoding images"),
     batch_images: int = typer.Option(8, min=1, help="Images whose patches share model batches"),
     image_size: str = typer.Option("256x1600", help="Expected HEIGHTxWIDTH (other sizes are errors) or 'any'"),
@@ -64,10 +64,11 @@ def inspect(
     from mlflow.exceptions import MlflowException
 
     from steelqc.batch_inspection import inspect_batch
-    from steelqc.monitoring import MonitoringDataError, patch_log_of
+    from steelqc.monitoring import MonitoringDataError, champion_uri, patch_log_of
     from steelqc.registry import configure_tracking, load_inspector
 
     settings = settings_from_cli(config, sets)
+    model = model or champion_uri(settings)
     size = parse_image_size(image_size)
     run_guarded(configure_tracking, settings)
     try:
@@ -101,7 +102,7 @@ def monitor(
     since: str | None = typer.Option(None, help="First day (YYYY-MM-DD) of patch log to compare; default: monitoring.window_days ago"),
     until: str | None = typer.Option(None, help="Last day (YYYY-MM-DD), inclusive; default: today"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Report folder; default <state>/reports/monitor-<time>"),
-    model: str = ModelOption,
+    model: str | None = ModelOption,
     reference: Path | None = typer.Option(None, help="Reference folder (reference.parquet) instead of the model's own"),
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
@@ -109,10 +110,11 @@ def monitor(
     """Evidently drift report of the production patch log against the model's reference; exit 1 on drift."""
     from mlflow.exceptions import MlflowException
 
-    from steelqc.monitoring import drift_report, log_drift_run, model_version_of, patch_log_of, read_window
+    from steelqc.monitoring import champion_uri, drift_report, log_drift_run, model_version_of, patch_log_of, read_window
     from steelqc.registry import configure_tracking
 
     settings = settings_from_cli(config, sets)
+    model = model or champion_uri(settings)
     first = _parse_date(since, "--since") or datetime.now(UTC).date() - timedelta(days=settings.monitoring.window_days)
     last = _parse_date(until, "--until")
     run_guarded(configure_tracking, settings)
@@ -125,7 +127,7 @@ def monitor(
     current, others = run_guarded(read_window, patch_log_of(settings), first, last, version)
     if others:
         console.print(f"{others} logged patches of other model versions are not compared with v{version}'s reference")
-    folder = out or _reports_dir(settings, "monitor")
+    folder = out or settings.state_dir / "reports" / f"monitor-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     result = run_guarded(drift_report, reference_frame, current, folder, settings.monitoring)
     params = {"model": model, "model_version": str(version), "since": str(first), "until": str(last or "today")}
     run = log_drift_run(settings, result, params)

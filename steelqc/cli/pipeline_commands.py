@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -22,6 +23,10 @@ def _run_retrain(data: str | None, config: str | None, sets: list[str] | None, a
 
     settings = settings_from_cli(config, sets)
     overrides = parse_sets(sets)
+    if runner == "dask" and not os.environ.get("PREFECT_API_URL"):
+        fail("--runner dask needs a Prefect server (set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api): "
+             "each Dask worker reports its task runs to the API, and in ephemeral mode every worker "
+             "would start a server of its own")
     try:
         flow = retrain.with_options(task_runner=task_runner(runner, dask_address))  # type: ignore[arg-type]
         summary = flow(data=data, config=config or "demo", overrides=overrides, auto_approve=auto_approve)

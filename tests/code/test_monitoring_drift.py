@@ -106,3 +106,22 @@ def test_unusable_inputs_are_named(reference: pd.DataFrame, tmp_path: Path) -> N
         drift_report(reference, pd.DataFrame(), tmp_path, MonitoringSettings())
     with pytest.raises(MonitoringDataError, match=r"reference set lacks columns \['blur'\]"):
         drift_report(reference.drop(columns="blur"), reference, tmp_path, MonitoringSettings())
+
+
+def _with_embeddings(frame: pd.DataFrame, seed: int, shift: float) -> pd.DataFrame:
+    """8 reduced-embedding columns; the first three moved by ``shift`` reference standard deviations."""
+    rng = np.random.default_rng(seed)
+    components = rng.normal(size=(len(frame), 8))
+    components[:, :3] += shift
+    return frame.assign(**{f"emb_{i}": components[:, i] for i in range(8)})
+
+
+def test_embeddings_alone_can_flag_drift(reference: pd.DataFrame, tmp_path: Path) -> None:
+    same_look = production_batch(12, 30)
+    ref = _with_embeddings(reference, 1, 0.0)
+    steady = drift_report(ref, _with_embeddings(same_look, 2, 0.0), tmp_path / "a", MonitoringSettings())
+    assert not steady.drift_detected and steady.embedding_drift is False and steady.embedding_drift_score == 0
+    moved = drift_report(ref, _with_embeddings(same_look, 2, 1.0), tmp_path / "b", MonitoringSettings())
+    assert moved.drift_detected and moved.drifted_columns == []
+    assert moved.embedding_drift is True and moved.embedding_drift_score == pytest.approx(3 / 8)
+    assert "embedding components drifted" in moved.reasons[0]
