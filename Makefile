@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.steelqc-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast bench lock clean-state
+.PHONY: demo test test-fast bench bench-fullsize lock clean-state system-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,24 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Debian packages that a few tests use (they skip without them): PostgreSQL for MLflow-on-PostgreSQL,
+# Chromium for the app's browser test. Needs root (apt-get); installs only what is missing.
+system-deps:
+	@need=""; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
+	if [ -n "$$need" ]; then \
+		echo "installing:$$need"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
+	else echo "system packages present"; fi
+
+# Speed and memory benchmarks, each printing its ratio against a baseline measured in the same run.
+# (-P: bench/inspect.py must not shadow the standard library's inspect module.)
 bench: $(STAMP)
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in rle validate patches train inspect; do echo "== bench/$$script.py"; $(BIN)/python -P bench/$$script.py || exit 1; done
+
+# The full-size run: 12,568 generated images, validation + patch index with the local and the Dask runner.
+bench-fullsize: $(STAMP)
+	$(BIN)/python -P bench/fullsize.py
 
 # Refresh the pinned set after changing dependencies in pyproject.toml.
 lock: $(STAMP)

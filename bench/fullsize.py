@@ -41,52 +41,30 @@ SAMPLE_EVERY_S = 0.2
 
 
 def run_flow(root: str, runner: str, workers: int, chunk: int, report_dir: str) -> dict[str, Any]:
-    """Validate ``root`` and build its patch index with ``runner``; returns counts and stage timings."""
-    from prefect import flow, task, unmapped
+    """Validate ``root`` and build its patch index with ``runner`` through the retraining flow's own
+    tasks (:func:`flows.retrain.validate_and_index`); returns counts and the wall time."""
+    from prefect import flow
 
+    from flows.retrain import validate_and_index
     from flows.runners import task_runner
-    from steelqc.config import PatchSettings, ValidationSettings
-    from steelqc.data.dataset import Dataset
-    from steelqc.patches import build_patch_index, split_images
-    from steelqc.validation import validate_dataset
+    from steelqc.config import load_settings
 
-    @task
-    def validate(root: str, settings: ValidationSettings, report_dir: str) -> dict[str, Any]:
-        result = validate_dataset(Dataset.open(root), settings, report_dir, workers=2)
-        return {"success": result.success, "kept": list(result.kept_image_ids), "data_hash": result.data_hash}
+    settings = load_settings(overrides={"data.chunk_images": chunk, "data.image_workers": 2, "validation.min_images": 10})
 
-    @task
-    def index_chunk(root: str, image_ids: list[str], settings: PatchSettings) -> pd.DataFrame:
-        return build_patch_index(Dataset.open(root).restrict(image_ids), settings, workers=1)
-
-    @flow(name="fullsize-bench")
-    def validate_and_index(root: str) -> dict[str, Any]:
+    @flow(name="fullsize-bench", persist_result=False)
+    def bench_flow(root: str) -> dict[str, Any]:
         started = time.perf_counter()
-        validation = validate.submit(root, ValidationSettings(), report_dir).result()
-        validated = time.perf_counter()
-        if not validation["success"]:
-            raise RuntimeError(f"validation failed; see {report_dir}/summary.json")
-        kept = validation["kept"]
-        chunks = [kept[i : i + chunk] for i in range(0, len(kept), chunk)]
-        patches = PatchSettings()
-        index = pd.concat(
-            [future.result() for future in index_chunk.map(root, chunks, unmapped(patches))], ignore_index=True
-        )
-        images = index.drop_duplicates("image_id")
-        class_sets = [tuple(int(c) for c in classes.split(",") if c) for classes in images["classes"]]
-        splits = split_images(images["image_id"].tolist(), class_sets, images["content_hash"].tolist(), patches)
-        index = index.assign(split=index["image_id"].map(splits))
+        validation, index = validate_and_index(root, settings, Path(report_dir))
         return {
-            "validate_s": validated - started,
-            "index_s": time.perf_counter() - validated,
-            "images": len(kept),
+            "seconds": time.perf_counter() - started,
+            "images": int(index["image_id"].nunique()),
             "patches": len(index),
             "defective_patches": int(index["label"].sum()),
             "index_sha256": hashlib.sha256(pd.util.hash_pandas_object(index, index=False).to_numpy().tobytes()).hexdigest(),
             "data_hash": validation["data_hash"],
         }
 
-    return validate_and_index.with_options(task_runner=task_runner(runner, n_workers=workers))(root)  # type: ignore[arg-type]
+    return bench_flow.with_options(task_runner=task_runner(runner, n_workers=workers))(root)  # type: ignore[arg-type]
 
 
 # --- the driver: data, Prefect server, one measured child per runner -----------------------------------
@@ -213,15 +191,16 @@ def main() -> None:
             for runner in args.runners:
                 command = [sys.executable, "-P", __file__, "--child", runner, "--data", root, "--workers", str(args.workers),
                            "--chunk", str(args.chunk), "--report-dir", str(work / f"validation-{runner}")]  # fmt: skip
-                result, wall, peak = measure(command, env)
+                # A result store of its own per runner: the patch-labelling cache must not serve the second runner.
+                result, wall, peak = measure(command, {**env, "PREFECT_HOME": str(work / f"prefect-{runner}")})
                 results[runner] = result
                 ok = "ok" if wall < TARGET_SECONDS and peak < TARGET_BYTES else "OVER TARGET"
                 print(
-                    f"{runner:5s}: {wall:7.1f} s wall (validate {result['validate_s']:.1f} s, index {result['index_s']:.1f} s), "
+                    f"{runner:5s}: {wall:7.1f} s wall (flow {result['seconds']:.1f} s), "
                     f"peak {peak / 1024**3:.2f} GiB, {result['images']} images -> {result['patches']} patches "
                     f"({result['defective_patches']} defective)  [{ok}: < {TARGET_SECONDS / 60:.0f} min, < 4 GiB]"
                 )
-            outcomes = {json.dumps({k: v for k, v in r.items() if not k.endswith("_s")}, sort_keys=True) for r in results.values()}
+            outcomes = {json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in results.values()}
             if len(outcomes) > 1:
                 raise SystemExit(f"the runners disagree on the validated data or the patch index: {outcomes}")
             print(f"Prefect server (not counted): {tree_rss(server.pid) / 1024**3:.2f} GiB")

@@ -8,13 +8,13 @@ directly after re-checking that the gate still holds.
 
 from __future__ import annotations
 
-import os
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import resume_flow_run
 from prefect.input import RunInput
+from prefect.settings import PREFECT_API_URL
 
 from steelqc import promotion
 from steelqc.config import Settings
@@ -36,7 +36,7 @@ def _resume(settings: Settings, item: promotion.PendingPromotion, decision: Appr
     """
     if not item.flow_run_id:
         return False
-    if not os.environ.get("PREFECT_API_URL"):
+    if not PREFECT_API_URL.value():  # the env var or the active Prefect profile (`prefect config set`)
         raise promotion.PromotionError(
             f"v{item.version} waits in Prefect flow run {item.flow_run_id}: set PREFECT_API_URL to its server"
         )

@@ -9,14 +9,33 @@ deployment (``steelqc pipeline``, Prefect's ephemeral mode) it ends with the ver
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from prefect import flow, get_run_logger, suspend_flow_run, unmapped
 from prefect.context import get_run_context
 
 from flows.approval import ApprovalInput
-from steelqc.config import load_settings
+from steelqc.config import Settings, load_settings
+from tasks import data as data_tasks
 from tasks import training as t
+
+
+def validate_and_index(data_root: str, settings: Settings, work_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The data half of a retraining: GX validation, then the split patch index of the clean images.
+
+    The fan-out work (image scan, patch labelling) is mapped over chunks of images: threads with the
+    local runner, worker processes with ``--runner dask``.
+    """
+    scans = data_tasks.scan_chunk.map(unmapped(data_root), data_tasks.image_chunks(data_root, settings), unmapped(settings))
+    validation = data_tasks.validate_data(data_root, settings, work_dir, scans)
+    rows = data_tasks.index_chunk.map(
+        unmapped(validation["manifest_path"]), unmapped(validation["data_hash"]), validation["clean_chunks"],
+        unmapped(settings),
+    )
+    return validation, data_tasks.split_index(rows, settings, work_dir)
 
 
 @flow(name="retrain", persist_result=True, log_prints=True)
@@ -32,15 +51,8 @@ def retrain(
     flow_run = get_run_context().flow_run
     work_dir = settings.state_dir / "runs" / str(flow_run.id)
 
-    data_root = data or t.generate_data(settings)
-    # Fan-out work (image scan, patch labelling) is mapped over chunks: threads locally, workers on Dask.
-    scans = t.scan_chunk.map(unmapped(data_root), t.image_chunks(data_root, settings), unmapped(settings))
-    validation = t.validate_data(data_root, settings, work_dir, scans)
-    rows = t.index_chunk.map(
-        unmapped(validation["manifest_path"]), unmapped(validation["data_hash"]), validation["clean_chunks"],
-        unmapped(settings),
-    )
-    index = t.split_index(rows, settings, work_dir)
+    data_root = data or data_tasks.generate_data(settings)
+    validation, index = validate_and_index(data_root, settings, work_dir)
     run_id = t.start_run(settings, validation, index, str(flow_run.id))
     training = t.train(validation["manifest_path"], index, settings, work_dir, run_id)
     thresholds = t.choose_thresholds(validation["manifest_path"], index, settings, training, run_id)

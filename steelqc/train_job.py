@@ -23,6 +23,7 @@ from mlflow.entities.model_registry import ModelVersion
 from steelqc.config import Settings
 from steelqc.data.dataset import Dataset
 from steelqc.evaluation import EvaluationReport, evaluate
+from steelqc.monitoring import log_reference
 from steelqc.inference import Inspector
 from steelqc.patches import build_patch_index, write_index
 from steelqc.registry import (
@@ -127,22 +128,6 @@ def evaluate_test(
     )
 
 
-def validation_summary(result: ValidationResult) -> dict[str, Any]:
-    """The lineage facts of a validation worth a tag: outcome, counts and hashes."""
-    return {
-        "success": result.success,
-        "mode": result.mode,
-        "data_hash": result.data_hash,
-        "input_hash": result.input_hash,
-        "n_images": result.n_images,
-        "n_label_rows": result.n_label_rows,
-        "n_rejected_rows": result.n_rejected_rows,
-        "n_rejected_images": result.n_rejected_images,
-        "n_duplicate_groups": len(result.duplicates),
-        "failed_expectations": [f"{f['suite']}.{f['expectation']}" for f in result.failed_expectations],
-    }
-
-
 def log_training(result: TrainResult, thresholds: Thresholds) -> None:
     """Class weights, the selected epoch and the operating points on the active run."""
     mlflow.log_params({f"class_weight.{k}": f"{v:.6f}" for k, v in result.class_weights.items()})
@@ -171,8 +156,13 @@ def log_and_register(
     index: pd.DataFrame,
     settings: Settings,
 ) -> tuple[str, ModelVersion]:
-    """Log the evaluation and the pyfunc on the active run, then register it as a new version."""
+    """Log the evaluation, the drift reference set and the pyfunc on the active run; register a new version.
+
+    The reference set (patch features and reduced embeddings of the validation patches) travels with
+    the version, so drift monitoring compares production against what *this* model was chosen on.
+    """
     log_evaluation(report.metrics, report.to_json(), list(report.plots.values()))
+    log_reference(model, dataset, index, settings.patches)
     example = dataset.load_image(str(split_rows(index, "test")["image_id"].iloc[0]))
     info = log_pyfunc_model(model, thresholds, settings.patches, example)
     version = register_version(
@@ -196,7 +186,7 @@ def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | Non
         mlflow.set_tags({"job": "train", "git_commit": git_commit(), "work_dir": str(work)})
         validation, clean = validate(dataset, settings, work / "validation")
         index = make_patch_index(clean, settings, work / "patch_index.parquet")
-        log_lineage(validation.data_hash, validation_summary(validation), index, clean.root, dataset.meta.name)
+        log_lineage(validation.data_hash, validation.lineage(), index, clean.root, dataset.meta.name)
         trained = train(clean, index, settings, work / "checkpoints")
         thresholds = select_thresholds(index, predict_split(trained.model, clean, index, "val", settings), settings)
         log_training(trained, thresholds)

@@ -550,6 +550,21 @@ class ValidationResult:
             )
         return dataset.restrict(self.kept_image_ids, self.kept_label_rows)
 
+    def lineage(self) -> dict[str, Any]:
+        """The facts of this validation worth recording with a model: outcome, counts and hashes."""
+        return {
+            "success": self.success,
+            "mode": self.mode,
+            "data_hash": self.data_hash,
+            "input_hash": self.input_hash,
+            "n_images": self.n_images,
+            "n_label_rows": self.n_label_rows,
+            "n_rejected_rows": self.n_rejected_rows,
+            "n_rejected_images": self.n_rejected_images,
+            "n_duplicate_groups": len(self.duplicates),
+            "failed_expectations": [f"{f['suite']}.{f['expectation']}" for f in self.failed_expectations],
+        }
+
     def raise_if_failed(self) -> None:
         """Stop a pipeline here: no model may train on data that failed validation."""
         if not self.success:

@@ -7,132 +7,39 @@ suspended run resumes by reloading them instead of recomputing.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import keras
 import mlflow
 import pandas as pd
-import requests
-from botocore.exceptions import BotoCoreError
 from mlflow.exceptions import MlflowException
 from prefect import task
-from prefect.context import TaskRunContext
 
 from steelqc import promotion, train_job
 from steelqc.config import Settings
-from steelqc.data.dataset import Dataset
-from steelqc.data.errors import DataError
-from steelqc.data.synth import generate_dataset
 from steelqc.evaluation import EvaluationReport
 from steelqc.gate import GateDecision, gate
-from steelqc.registry import TrackingUnavailableError, configure_tracking, ensure_experiment, flatten_settings, git_commit, log_lineage
-from steelqc.patches import assign_splits, index_images, write_index
+from steelqc.registry import (
+    TrackingUnavailableError,
+    configure_tracking,
+    ensure_experiment,
+    flatten_settings,
+    git_commit,
+    log_lineage,
+)
 from steelqc.thresholds import Thresholds
 from steelqc.training import predict_split
-from steelqc.validation import load_manifest, scan_image_files
+from steelqc.validation import load_manifest
+from tasks.data import RESUMABLE, clean_dataset
+from tasks.retries import retry_policy
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # includes ConnectionError, TimeoutError
-    BotoCoreError,
-    requests.RequestException,
-    TrackingUnavailableError,
-    MlflowException,
-)
+# MLflow and the tracking server may come back; so may the network under them.
+IO_RETRIES = retry_policy(MlflowException, TrackingUnavailableError)
 
 
-def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry what the network or a store may fix; bad data and bad models fail at once."""
-    try:
-        state.result()
-    except TRANSIENT_ERRORS as exc:
-        return not isinstance(exc, DataError)
-    except Exception:  # noqa: BLE001 - any other failure is deterministic
-        return False
-    return False
 
-
-IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [5, 30], "retry_condition_fn": is_transient}
-
-
-def clean_dataset(manifest_path: str, settings: Settings) -> Dataset:
-    """Reopen the dataset restricted to what validation let through."""
-    root, image_ids, label_rows, _ = load_manifest(manifest_path)
-    return train_job.open_dataset(root, settings).restrict(image_ids, label_rows)
-
-
-@task(name="generate-data", persist_result=True)
-def generate_data(settings: Settings) -> str:
-    """The embedded default's data: a generated Severstal-format dataset, made once per synth settings."""
-    synth = settings.synth
-    out = settings.state_dir / "data" / f"synth-{synth.images}-s{synth.seed}-c{synth.contrast:g}-z{synth.size_scale:g}"
-    if not (out / "train.csv").exists():
-        generate_dataset(
-            out, synth.images, synth.seed, defect_rate=synth.defect_rate, contrast=synth.contrast,
-            size_scale=synth.size_scale,
-        )
-    return str(out)
-
-
-@task(name="list-image-chunks", persist_result=True, **IO_RETRIES)
-def image_chunks(data_root: str, settings: Settings) -> list[list[str]]:
-    """The dataset's image files in chunks of ``data.chunk_images``: the unit of fan-out."""
-    return _chunks(list(train_job.open_dataset(data_root, settings).image_ids), settings.data.chunk_images)
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-@task(name="scan-images", persist_result=True, **IO_RETRIES)
-def scan_chunk(data_root: str, image_ids: list[str], settings: Settings) -> list[dict[str, Any]]:
-    """Read and decode one chunk of images for the images suite (on a Dask worker with ``--runner dask``)."""
-    dataset = train_job.open_dataset(data_root, settings)
-    return scan_image_files(dataset, image_ids, workers=settings.data.image_workers)
-
-
-@task(name="validate-data", persist_result=True, **IO_RETRIES)
-def validate_data(
-    data_root: str, settings: Settings, work_dir: Path, scans: list[list[dict[str, Any]]]
-) -> dict[str, Any]:
-    """Run the GX gate on the scanned chunks; a failure raises (nothing trains, the champion stays)."""
-    dataset = train_job.open_dataset(data_root, settings)
-    scanned = [record for chunk in scans for record in chunk]
-    result, _ = train_job.validate(dataset, settings, work_dir / "validation", scanned=scanned)
-    return {
-        "manifest_path": str(result.manifest_path),
-        "data_hash": result.data_hash,
-        "dataset_name": dataset.meta.name,
-        "summary": train_job.validation_summary(result),
-        "docs_index": str(result.docs_index),
-        "clean_chunks": _chunks(list(result.kept_image_ids), settings.data.chunk_images),
-    }
-
-
-def _chunk_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Patch rows depend only on the validated data, which images, and the patch settings."""
-    digest = hashlib.sha1(parameters["settings"].patches.model_dump_json().encode())
-    digest.update("\n".join(parameters["image_ids"]).encode())
-    return f"patch-rows-{parameters['data_hash']}-{digest.hexdigest()[:16]}"
-
-
-@task(name="index-patches", cache_key_fn=_chunk_cache_key, persist_result=True)
-def index_chunk(manifest_path: str, data_hash: str, image_ids: list[str], settings: Settings) -> pd.DataFrame:
-    """Label the patches of one chunk of clean images (cached by data hash, chunk and patch settings)."""
-    dataset = clean_dataset(manifest_path, settings)
-    return index_images(dataset, image_ids, settings.patches, workers=settings.data.image_workers)
-
-
-@task(name="split-patch-index", persist_result=True)
-def split_index(chunks: list[pd.DataFrame], settings: Settings, work_dir: Path) -> pd.DataFrame:
-    """Split by image over the whole dataset and write the index beside the run's other outputs."""
-    index = assign_splits(pd.concat(chunks, ignore_index=True), settings.patches)
-    write_index(index, work_dir / "patch_index.parquet")
-    return index
-
-
-@task(name="start-mlflow-run", persist_result=True, **IO_RETRIES)
+@task(name="start-mlflow-run", persist_result=True, cache_policy=RESUMABLE, **IO_RETRIES)
 def start_run(settings: Settings, validation: dict[str, Any], index: pd.DataFrame, flow_run_id: str) -> str:
     """Open the MLflow run every later task logs into: full config, lineage, git commit."""
     configure_tracking(settings)
@@ -145,7 +52,7 @@ def start_run(settings: Settings, validation: dict[str, Any], index: pd.DataFram
     return run.info.run_id
 
 
-@task(name="train", persist_result=True)
+@task(name="train", persist_result=True, cache_policy=RESUMABLE)
 def train(manifest_path: str, index: pd.DataFrame, settings: Settings, work_dir: Path, run_id: str) -> dict[str, Any]:
     """Two-stage class-weighted training; resumes from the run's checkpoints if interrupted."""
     configure_tracking(settings)
@@ -161,7 +68,7 @@ def train(manifest_path: str, index: pd.DataFrame, settings: Settings, work_dir:
     }
 
 
-@task(name="choose-thresholds", persist_result=True)
+@task(name="choose-thresholds", persist_result=True, cache_policy=RESUMABLE)
 def choose_thresholds(
     manifest_path: str, index: pd.DataFrame, settings: Settings, training: dict[str, Any], run_id: str
 ) -> dict[str, Any]:
@@ -185,7 +92,7 @@ def choose_thresholds(
     return thresholds.to_dict()
 
 
-@task(name="evaluate", persist_result=True)
+@task(name="evaluate", persist_result=True, cache_policy=RESUMABLE)
 def evaluate(
     manifest_path: str, index: pd.DataFrame, settings: Settings, training: dict[str, Any],
     thresholds: dict[str, Any], work_dir: Path,
@@ -197,7 +104,7 @@ def evaluate(
     return train_job.evaluate_test(clean, index, scores, Thresholds.from_dict(thresholds), work_dir / "evaluation")
 
 
-@task(name="register-model", persist_result=True, **IO_RETRIES)
+@task(name="register-model", persist_result=True, cache_policy=RESUMABLE, **IO_RETRIES)
 def register(
     manifest_path: str, index: pd.DataFrame, settings: Settings, training: dict[str, Any],
     thresholds: dict[str, Any], evaluation: EvaluationReport, data_hash: str, run_id: str,
@@ -213,7 +120,7 @@ def register(
     return str(version.version)
 
 
-@task(name="score-champion", persist_result=True, **IO_RETRIES)
+@task(name="score-champion", persist_result=True, cache_policy=RESUMABLE, **IO_RETRIES)
 def score_champion(manifest_path: str, index: pd.DataFrame, settings: Settings, work_dir: Path) -> dict[str, Any]:
     """Re-score the current champion on *this* run's test split, so the gate compares like with like."""
     configure_tracking(settings)
@@ -228,7 +135,7 @@ def score_champion(manifest_path: str, index: pd.DataFrame, settings: Settings, 
     return {"version": version, "metrics": dict(report.metrics), "error": None}
 
 
-@task(name="gate", persist_result=True)
+@task(name="gate", persist_result=True, cache_policy=RESUMABLE)
 def run_gate(
     settings: Settings, version: str, evaluation: EvaluationReport, thresholds: dict[str, Any],
     champion: dict[str, Any], flow_run_id: str | None,

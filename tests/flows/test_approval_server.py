@@ -26,6 +26,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
@@ -171,6 +172,7 @@ def prefect_api(stack: PrefectStack, monkeypatch: pytest.MonkeyPatch) -> Iterato
     for key in ("STEELQC_STATE_DIR", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
         monkeypatch.setenv(key, stack.env[key])
     # Prefect reads its settings once per process: the env var alone would not reach an imported client.
+    # The local storage path is the worker's, so this process can read the flow runs' persisted results.
     with temporary_settings({PREFECT_API_URL: stack.api_url, PREFECT_LOCAL_STORAGE_PATH: stack.env["PREFECT_LOCAL_STORAGE_PATH"]}):
         with get_client(sync_client=True) as client:
             assert str(client.api_url).rstrip("/") == stack.api_url
@@ -221,11 +223,9 @@ def _cli(stack: PrefectStack, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _task_states(flow_run_id: UUID, task_name: str) -> list[str]:
     """State names of every run of ``task_name`` in the flow run (one per execution, first and resumed)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return sorted(r.state_name or "" for r in runs if r.task_key.startswith(task_name) or r.name.startswith(f"{task_name}-"))
+    return sorted(r.state_name or "" for r in runs if r.name.startswith(f"{task_name}-"))
 
 
 def test_deploy_all_registers_the_scheduled_deployments(prefect_api: PrefectStack) -> None:
@@ -264,11 +264,11 @@ def test_approve_resumes_the_suspended_run_and_reject_leaves_the_champion(
     card = promotion.champion_card(settings)
     assert card is not None and card["approved_by"] == "qa-lead"
     # The resumed run reloaded its persisted results: trained and registered once, not again after resuming.
-    assert _task_states(first_run, "train") == ["Cached", "Completed"]
-    assert _task_states(first_run, "register-model") == ["Cached", "Completed"]
+    for name in ("split-patch-index", "start-mlflow-run", "train", "choose-thresholds", "evaluate", "register-model", "gate"):
+        assert _task_states(first_run, name) == ["Cached", "Completed"], name
     assert _task_states(first_run, "promote") == ["Completed"]
     client = MlflowClient(settings.mlflow_tracking_uri)
-    assert [v.version for v in client.search_model_versions(f"name='{settings.tracking.registered_model}'")] == [first]
+    assert [str(v.version) for v in client.search_model_versions(f"name='{settings.tracking.registered_model}'")] == [first]
 
     second_run = _start_retrain(learnable_dataset, TINY)
     second = _suspended_version(stack, second_run)

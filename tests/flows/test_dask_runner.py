@@ -28,7 +28,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from flows.runners import task_runner
 from steelqc.config import PatchSettings
 from steelqc.data.dataset import Dataset
-from steelqc.patches import build_patch_index, split_images
+from steelqc.patches import assign_splits, build_patch_index, index_images
 
 pytestmark = pytest.mark.slow
 
@@ -93,22 +93,14 @@ def _healthy(url: str) -> bool:
 @task
 def index_chunk(root: str, image_ids: list[str], settings: PatchSettings) -> tuple[int, pd.DataFrame]:
     """Patch rows of one chunk of images (and the process that built them)."""
-    return os.getpid(), build_patch_index(Dataset.open(root).restrict(image_ids), settings, workers=1)
-
-
-def with_dataset_split(index: pd.DataFrame, settings: PatchSettings) -> pd.DataFrame:
-    """Re-split chunk indexes by image over the whole dataset, as one ``build_patch_index`` call does."""
-    images = index.drop_duplicates("image_id")
-    class_sets = [tuple(int(c) for c in classes.split(",") if c) for classes in images["classes"]]
-    splits = split_images(images["image_id"].tolist(), class_sets, images["content_hash"].tolist(), settings)
-    return index.assign(split=index["image_id"].map(splits))
+    return os.getpid(), index_images(Dataset.open(root), image_ids, settings, workers=1)
 
 
 @flow
 def chunked_patch_index(root: str, chunks: list[list[str]], settings: PatchSettings) -> tuple[set[int], pd.DataFrame]:
     built = [future.result() for future in index_chunk.map(root, chunks, unmapped(settings))]
     index = pd.concat([frame for _, frame in built], ignore_index=True)
-    return {pid for pid, _ in built}, with_dataset_split(index, settings)
+    return {pid for pid, _ in built}, assign_splits(index, settings)
 
 
 def test_dask_local_cluster_builds_the_same_patch_index_as_the_local_runner(  # type: ignore[no-untyped-def]
