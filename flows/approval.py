@@ -45,6 +45,12 @@ def _resume(settings: Settings, item: promotion.PendingPromotion, decision: Appr
             state = client.read_flow_run(UUID(item.flow_run_id)).state
         except ObjectNotFound:
             state = None
+    if state is not None and not state.is_paused() and not state.is_final():
+        # Answered already (a second reviewer, the CLI and the app) or not suspended yet: change nothing.
+        raise promotion.PromotionError(
+            f"flow run {item.flow_run_id} of v{item.version} is {state.name}, not waiting for an answer: "
+            "it was already answered or has not suspended yet"
+        )
     if state is None or not state.is_paused():
         status = "timed_out" if state is not None and state.is_final() else "orphaned"
         promotion.reject(settings, item.version, reviewer="prefect", comment=f"waiting run is {state and state.name}", status=status)
@@ -55,13 +61,19 @@ def _resume(settings: Settings, item: promotion.PendingPromotion, decision: Appr
     return True
 
 
-def approve(settings: Settings, version: str, *, reviewer: str, comment: str = "") -> str:
-    """Approve ``version``; return a one-line account of what happened."""
-    if not reviewer.strip():
+def _decide(settings: Settings, version: str, decision: ApprovalInput) -> promotion.PendingPromotion | None:
+    """Send ``decision`` to the run waiting for ``version``; None when no run waits (ephemeral mode)."""
+    if not decision.reviewer.strip():
         raise promotion.PromotionError("a reviewer name is required")
     item = promotion.pending_version(settings, version)
-    if _resume(settings, item, ApprovalInput(approve=True, reviewer=reviewer, comment=comment)):
-        return f"approved v{version}: resumed flow run {item.flow_run_id}, which promotes it"
+    return item if _resume(settings, item, decision) else None
+
+
+def approve(settings: Settings, version: str, *, reviewer: str, comment: str = "") -> str:
+    """Approve ``version``; return a one-line account of what happened."""
+    waiting = _decide(settings, version, ApprovalInput(approve=True, reviewer=reviewer, comment=comment))
+    if waiting is not None:
+        return f"approved v{version}: resumed flow run {waiting.flow_run_id}, which promotes it"
     record = promotion.approve_pending(settings, version, reviewer=reviewer, comment=comment)
     previous = f" (previous champion v{record.previous_version})" if record.previous_version else ""
     return f"approved v{version}: it is now the champion{previous}"
@@ -69,10 +81,8 @@ def approve(settings: Settings, version: str, *, reviewer: str, comment: str = "
 
 def reject(settings: Settings, version: str, *, reviewer: str, comment: str = "") -> str:
     """Reject ``version``; the champion does not move."""
-    if not reviewer.strip():
-        raise promotion.PromotionError("a reviewer name is required")
-    item = promotion.pending_version(settings, version)
-    if _resume(settings, item, ApprovalInput(approve=False, reviewer=reviewer, comment=comment)):
-        return f"rejected v{version}: resumed flow run {item.flow_run_id}, which records the rejection"
+    waiting = _decide(settings, version, ApprovalInput(approve=False, reviewer=reviewer, comment=comment))
+    if waiting is not None:
+        return f"rejected v{version}: resumed flow run {waiting.flow_run_id}, which records the rejection"
     promotion.reject(settings, version, reviewer=reviewer, comment=comment)
     return f"rejected v{version}: the champion is unchanged"

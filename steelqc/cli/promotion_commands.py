@@ -12,6 +12,18 @@ ReviewerOption = typer.Option(..., "--reviewer", "-r", help="Who decides (record
 CommentOption = typer.Option("", "--comment", "-m", help="Why")
 
 
+def _decide(approve_it: bool, version: str, reviewer: str, comment: str, config: str | None, sets: list[str] | None) -> None:
+    from flows.approval import approve as approve_version
+    from flows.approval import reject as reject_version
+
+    settings = settings_from_cli(config, sets)
+    decide = approve_version if approve_it else reject_version
+    try:
+        typer.echo(decide(settings, version, reviewer=reviewer, comment=comment))
+    except PromotionError as exc:
+        fail(str(exc), code=1)
+
+
 @app.command()
 def approve(
     version: str = typer.Argument(..., help="Registered model version waiting for approval"),
@@ -21,13 +33,7 @@ def approve(
     sets: list[str] = SetOption,
 ) -> None:
     """Approve a pending challenger: resumes its waiting run, or promotes it after re-checking the gate."""
-    from flows.approval import approve as approve_version
-
-    settings = settings_from_cli(config, sets)
-    try:
-        typer.echo(approve_version(settings, version, reviewer=reviewer, comment=comment))
-    except PromotionError as exc:
-        fail(str(exc), code=1)
+    _decide(True, version, reviewer, comment, config, sets)
 
 
 @app.command()
@@ -39,13 +45,7 @@ def reject(
     sets: list[str] = SetOption,
 ) -> None:
     """Reject a pending challenger; the champion does not move."""
-    from flows.approval import reject as reject_version
-
-    settings = settings_from_cli(config, sets)
-    try:
-        typer.echo(reject_version(settings, version, reviewer=reviewer, comment=comment))
-    except PromotionError as exc:
-        fail(str(exc), code=1)
+    _decide(False, version, reviewer, comment, config, sets)
 
 
 @app.command()

@@ -112,3 +112,33 @@ def test_unknown_version(settings: Settings, tmp_path: Path) -> None:
 
 def test_no_champion_card(settings: Settings) -> None:
     assert promotion.champion_card(settings) is None
+
+
+def test_cli_approve_reject_rollback_promotions(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from steelqc.cli import app
+
+    monkeypatch.setenv("STEELQC_STATE_DIR", str(settings.state_dir))
+    runner = CliRunner()
+    first, second = _new_version(settings, tmp_path), _new_version(settings, tmp_path)
+    _gate_passed(settings, first)
+
+    result = runner.invoke(app, ["approve", first, "--reviewer", ""])
+    assert result.exit_code == 1 and "reviewer name is required" in result.output
+    result = runner.invoke(app, ["approve", first, "--reviewer", "qa-lead", "--comment", "ok"])
+    assert result.exit_code == 0, result.output
+    assert "now the champion" in result.output
+
+    _gate_passed(settings, second)
+    result = runner.invoke(app, ["reject", second, "--reviewer", "qa-lead"])
+    assert result.exit_code == 0 and "champion is unchanged" in result.output
+    result = runner.invoke(app, ["approve", second, "--reviewer", "qa-lead"])
+    assert result.exit_code == 1 and "not pending" in result.output
+
+    result = runner.invoke(app, ["rollback", "--reviewer", "qa-lead"])
+    assert result.exit_code == 1 and "no previous champion" in result.output
+
+    result = runner.invoke(app, ["promotions"])
+    assert result.exit_code == 0
+    assert f"champion: v{first}" in result.output and "reject" in result.output

@@ -31,8 +31,10 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
+from flows import approval
 from steelqc import promotion
 from steelqc.config import Settings, load_settings
+from steelqc.promotion import PromotionError
 
 pytestmark = pytest.mark.slow
 
@@ -257,12 +259,14 @@ def test_approve_resumes_the_suspended_run_and_reject_leaves_the_champion(
     approved = _cli(stack, "approve", first, "--reviewer", "qa-lead", "--comment", "looks right")
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert f"resumed flow run {first_run}" in approved.stdout
+    with pytest.raises(PromotionError, match="not waiting for an answer"):  # a second answer changes nothing
+        approval.reject(settings, first, reviewer="someone-else")
     run = _wait_for(stack, first_run, lambda r: r.state is not None and r.state.is_completed(), "Completed")
     outcome = run.state.result()  # type: ignore[union-attr]
     assert outcome["outcome"] == "promoted" and outcome["reviewer"] == "qa-lead"
     assert promotion.champion_version(settings) == first
     card = promotion.champion_card(settings)
-    assert card is not None and card["approved_by"] == "qa-lead"
+    assert card is not None and card["approved_by"] == "qa-lead" and card["version"] == first
     # The resumed run reloaded its persisted results: trained and registered once, not again after resuming.
     for name in ("split-patch-index", "start-mlflow-run", "train", "choose-thresholds", "evaluate", "register-model", "gate"):
         assert _task_states(first_run, name) == ["Cached", "Completed"], name
