@@ -227,6 +227,21 @@ class Settings(BaseSettings):
         )
 
 
+class _ResolvedSettings(Settings):
+    """Settings validated from already-merged values: the environment is not applied a second time."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def profile_path(name_or_path: str | Path) -> Path:
     """Resolve ``demo`` / ``severstal`` to the packaged profile, or accept a path to any YAML file."""
     candidate = Path(name_or_path)
@@ -284,7 +299,7 @@ def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | 
         settings = Settings(**profile)
         if overrides:
             data = _deep_merge(settings.model_dump(), _dotted_to_nested(overrides))
-            settings = Settings.model_validate(data)
+            settings = _ResolvedSettings(**data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
