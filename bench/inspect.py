@@ -105,7 +105,7 @@ def main() -> None:
             inspect_batch(inspector, folder, Path(tmp) / "out-log", workers=args.workers,
                           batch_images=args.batch_images, patch_log=PatchLog(Path(tmp) / "log"), reducer=reducer)  # fmt: skip
 
-        for warm_up in (forward, seed_loop, end_to_end):
+        for warm_up in (forward, seed_loop, end_to_end) + ((end_to_end_logged,) if args.with_log else ()):
             warm_up()
         rate_forward = best_rate(args.images, args.repeats, forward)
         rate_seed = best_rate(args.images, args.repeats, seed_loop)

@@ -26,7 +26,7 @@ from steelqc.data.storage import LocalStorage, Storage, open_storage
 from steelqc.inference import ImageResult, Inspector
 from steelqc.monitoring import EmbeddingRecorder, PatchLog, patch_features, patch_frame
 from steelqc.patches import extract_patches, ordered_parallel_map
-from steelqc.registry import results_frame
+from steelqc.registry import result_record
 from steelqc.thresholds import FAIL, HOLD, PASS
 
 ERROR = "ERROR"
@@ -97,6 +97,8 @@ def _load(storage: Storage, name: str, image_size: tuple[int, int] | None, geome
             check_size(pixels, *image_size, name=where)
     except DataError as exc:
         return _Loaded(name, None, exc.reason)
+    except OSError as exc:  # unreadable (permissions, I/O error): an ERROR row, not a stopped batch
+        return _Loaded(name, None, f"cannot read the file: {exc.strerror or exc}")
     features = patch_features(extract_patches(pixels, *geometry)[0]) if geometry is not None else None
     return _Loaded(name, pixels, None, features)
 
@@ -187,7 +189,7 @@ def inspect_batch(
                 rows.append(_error_row(item))
                 continue
             result = next(in_order)
-            rows.append({"image": item.name, **results_frame([result]).iloc[0].to_dict(), "error": ""})
+            rows.append({"image": item.name, **result_record(result), "error": ""})
             if result.decision in (HOLD, FAIL):
                 path = out / OVERLAY_DIR / f"{item.name}.overlay.png"
                 path.write_bytes(encode_png(heatmap_overlay(item.pixels, result, inspector.patch_size)))

@@ -545,17 +545,12 @@ def champion_uri(settings: Settings) -> str:
 
 def model_version_of(model_uri: str) -> tuple[str | None, str]:
     """``(registered version or None, run id)`` behind ``models:/name@alias``, ``models:/name/N`` or ``runs:/…``."""
-    from mlflow import MlflowClient
     from mlflow.models import get_model_info
 
-    if model_uri.startswith("models:/"):
-        name, sep, alias = model_uri.removeprefix("models:/").partition("@")
-        client = MlflowClient()
-        if sep:
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, number = name.partition("/")
-            version = client.get_model_version(name, number)
+    from steelqc.registry import registered_version
+
+    version = registered_version(model_uri)
+    if version is not None:
         return str(version.version), str(version.run_id)
     return None, str(get_model_info(model_uri).run_id)
 

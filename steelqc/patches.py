@@ -10,7 +10,7 @@ index records the split so later stages never re-split.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -197,16 +197,20 @@ def ordered_parallel_map(func: Callable[[T], R], items: Iterable[T], workers: in
     """``map(func, items)`` on a thread pool, in input order, with at most ``2 × workers`` calls in flight.
 
     Image decoding (OpenCV) releases the GIL, so threads decode in parallel; the bound keeps memory flat
-    when the consumer is slower than the decoders.
+    when the consumer is slower than the decoders. A consumer that stops early (or an error) cancels
+    the calls not yet started instead of decoding them for nobody.
     """
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: list[Future[R]] = []
+    pool = ThreadPoolExecutor(max_workers=workers)
+    pending: deque[Future[R]] = deque()
+    try:
         for item in items:
             pending.append(pool.submit(func, item))
             if len(pending) >= 2 * workers:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _image_patches(dataset: Dataset, image_id: str, settings: PatchSettings) -> _ImagePatches:

@@ -70,6 +70,8 @@ OUTPUT_SIGNATURE = Schema(
     ]
 )
 VERSION_TAGS = ("recall", "recall_bound", "precision", "specificity", "t_pass", "t_fail", "data_hash", "git_commit")
+# Image-level test metrics tagged beside the patch-level ones: a coil is passed or stopped per image.
+IMAGE_METRIC_TAGS = ("image_recall", "image_precision", "image_specificity")
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -224,25 +226,28 @@ def _item_bytes_or_array(item: Any, i: int) -> bytes | np.ndarray:
     return item
 
 
+RESULT_COLUMNS = tuple(spec.name for spec in OUTPUT_SIGNATURE.inputs)
+
+
+def result_record(result: ImageResult) -> dict[str, Any]:
+    """One image's output row (:data:`RESULT_COLUMNS`); plain dict so per-image callers build no DataFrame."""
+    return {
+        "decision": result.decision,
+        "worst_score": result.worst_score,
+        "worst_patch_y": result.worst_patch[0],
+        "worst_patch_x": result.worst_patch[1],
+        "patch_scores": json.dumps(
+            [
+                {"y": y, "x": x, "score": round(float(s), 6), "decision": str(d)}
+                for (y, x), s, d in zip(result.positions, result.patch_scores, result.patch_decisions, strict=True)
+            ]
+        ),
+    }
+
+
 def results_frame(results: Sequence[ImageResult]) -> pd.DataFrame:
     """One row per image: decision, worst score and patch, and every patch's score as JSON."""
-    return pd.DataFrame(
-        {
-            "decision": [r.decision for r in results],
-            "worst_score": [r.worst_score for r in results],
-            "worst_patch_y": [r.worst_patch[0] for r in results],
-            "worst_patch_x": [r.worst_patch[1] for r in results],
-            "patch_scores": [
-                json.dumps(
-                    [
-                        {"y": y, "x": x, "score": round(float(s), 6), "decision": str(d)}
-                        for (y, x), s, d in zip(r.positions, r.patch_scores, r.patch_decisions, strict=True)
-                    ]
-                )
-                for r in results
-            ],
-        }
-    )
+    return pd.DataFrame([result_record(r) for r in results], columns=list(RESULT_COLUMNS))
 
 
 class SteelQCModel(PythonModel):
@@ -255,9 +260,11 @@ class SteelQCModel(PythonModel):
             context.artifacts["keras_model"], context.artifacts["thresholds"], context.artifacts["geometry"]
         )
 
-    # model_input stays unannotated: MLflow 3 reads predict's type hints as an input schema, and ours is polymorphic.
-    def predict(  # type: ignore[no-untyped-def]
-        self, context: PythonModelContext, model_input, params: dict[str, Any] | None = None
+    # ``pd.DataFrame`` is one of the hints MLflow infers no schema from and never validates or converts
+    # against, so it silences MLflow's "add type hints" warning while arrays, dicts and lists still pass
+    # through untouched (see :func:`images_from_model_input`).
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         return results_frame(self.inspector.inspect(images_from_model_input(model_input)))
 
@@ -331,7 +338,11 @@ def git_commit() -> str:
 
 
 def version_tags(metrics: Mapping[str, float], thresholds: Thresholds, data_hash: str) -> dict[str, str]:
-    """The tags every registered version carries: test-split patch metrics, thresholds, lineage."""
+    """The tags every registered version carries: test-split patch metrics, thresholds, lineage.
+
+    Image-level metrics (:data:`IMAGE_METRIC_TAGS`) are added when ``metrics`` has them.
+    """
+    image_tags = {name: f"{metrics[name]:.6f}" for name in IMAGE_METRIC_TAGS if metrics.get(name) is not None}
     return {
         "recall": f"{metrics['patch_recall']:.6f}",
         "recall_bound": f"{thresholds.recall_bound:.6f}",
@@ -341,6 +352,7 @@ def version_tags(metrics: Mapping[str, float], thresholds: Thresholds, data_hash
         "t_fail": f"{thresholds.t_fail:.6f}",
         "data_hash": data_hash,
         "git_commit": git_commit(),
+        **image_tags,
     }
 
 
@@ -395,7 +407,7 @@ def load_inspector(model_uri: str) -> tuple[Inspector, ModelMetadata]:
     if not isinstance(wrapped, SteelQCModel):
         raise MlflowException(f"{model_uri} is not a steelqc model (python model {type(wrapped).__name__})")
     inspector = wrapped.inspector
-    registered = _registered_version(model_uri)
+    registered = registered_version(model_uri)
     return inspector, ModelMetadata(
         uri=model_uri,
         thresholds=inspector.thresholds,
@@ -407,7 +419,7 @@ def load_inspector(model_uri: str) -> tuple[Inspector, ModelMetadata]:
     )
 
 
-def _registered_version(model_uri: str) -> ModelVersion | None:
+def registered_version(model_uri: str) -> ModelVersion | None:
     """The registry entry behind ``models:/name@alias`` or ``models:/name/version``; None for other URIs."""
     if not model_uri.startswith("models:/"):
         return None

@@ -54,9 +54,13 @@ class Thresholds:
 
 def recall_lower_bound(detected: int, positives: int, confidence: float) -> float:
     """One-sided Clopper–Pearson lower bound of a recall of ``detected / positives`` at ``confidence``."""
-    if detected <= 0:
-        return 0.0
-    return float(beta.ppf(1.0 - confidence, detected, positives - detected + 1))
+    return float(_recall_lower_bounds(np.array([detected]), positives, confidence)[0])
+
+
+def _recall_lower_bounds(detected: np.ndarray, positives: int, confidence: float) -> np.ndarray:
+    """:func:`recall_lower_bound` of every candidate at once (one vectorised ``beta.ppf``, not one per threshold)."""
+    bounds = beta.ppf(1.0 - confidence, np.maximum(detected, 1), positives - detected + 1)
+    return np.where(detected > 0, bounds, 0.0)
 
 
 def positives_needed(recall_target: float, confidence: float) -> int:
@@ -96,7 +100,7 @@ def choose_thresholds(y_true: np.ndarray, scores: np.ndarray, settings: Threshol
         ok = recall >= settings.recall_target
         bounds = recall
     else:
-        bounds = np.array([recall_lower_bound(k, n_pos, settings.confidence) for k in detected])
+        bounds = _recall_lower_bounds(detected, n_pos, settings.confidence)
         ok = bounds >= settings.recall_target
 
     if ok.any():
@@ -143,9 +147,12 @@ def choose_thresholds(y_true: np.ndarray, scores: np.ndarray, settings: Threshol
 
 
 def decide(scores: np.ndarray, thresholds: Thresholds) -> np.ndarray:
-    """Per patch: ``PASS`` below ``t_pass``, ``FAIL`` at or above ``t_fail``, ``HOLD`` in between."""
+    """Per patch: ``PASS`` below ``t_pass``, ``FAIL`` at or above ``t_fail``, ``HOLD`` in between.
+
+    A NaN score (a broken model) is ``HOLD``: it compares false with every threshold and would otherwise PASS.
+    """
     s = np.asarray(scores, dtype=np.float64)
-    return np.where(s >= thresholds.t_fail, FAIL, np.where(s >= thresholds.t_pass, HOLD, PASS))
+    return np.where(s >= thresholds.t_fail, FAIL, np.where((s >= thresholds.t_pass) | np.isnan(s), HOLD, PASS))
 
 
 def image_decision(patch_decisions: np.ndarray | list[str]) -> str:

@@ -9,7 +9,7 @@ test split is scored once, after the thresholds are fixed, and only to evaluate.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,7 +70,12 @@ class TrainJobResult:
 
     @property
     def headline(self) -> dict[str, float]:
-        return {name: self.metrics[name] for name in HEADLINE_METRICS if name in self.metrics}
+        return headline_metrics(self.metrics)
+
+
+def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The :data:`HEADLINE_METRICS` present in ``metrics``, in that order."""
+    return {name: metrics[name] for name in HEADLINE_METRICS if name in metrics}
 
 
 def open_dataset(root: str, settings: Settings) -> Dataset:

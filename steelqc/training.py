@@ -120,7 +120,9 @@ class _StateWriter(keras.callbacks.Callback):
         state = self.state
         for key, value in values.items():
             state.history.setdefault(key, []).append(value)
-        if state.best_val_pr_auc is None or values[MONITOR] > state.best_val_pr_auc:
+        # a NaN epoch is never best: recorded as best, nothing after it could beat it (NaN compares false)
+        improved = state.best_val_pr_auc is None or values[MONITOR] > state.best_val_pr_auc
+        if np.isfinite(values[MONITOR]) and improved:
             state.best_val_pr_auc, state.best_epoch, state.best_stage = values[MONITOR], epoch, self.stage
         state.epochs_in_stage[str(self.stage)] += 1
         state.wait = self.stopper.wait

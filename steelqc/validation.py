@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import time
 from collections import defaultdict
@@ -34,6 +33,7 @@ from steelqc.config import ValidationSettings
 from steelqc.data.dataset import IMAGES_DIR, LABEL_COLUMNS, LABELS_FILE, Dataset, DatasetMeta, labels_to_csv
 from steelqc.data.errors import DatasetError, ImageDecodeError, MissingImageError, UnsafeImageIdError
 from steelqc.data.images import decode_image_bytes
+from steelqc.data.rle import rle_integers
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -221,8 +221,6 @@ def suite_parameters(meta: DatasetMeta, settings: ValidationSettings) -> dict[st
     }
 
 
-# The integers parse_runs accepts: plain ASCII, optionally negative (numpy alone would take "+5" and "1_0").
-_PLAIN_INTEGERS = re.compile(r"\s*-?[0-9]+(?:\s+-?[0-9]+)*\s*")
 RLE_FEATURES = ["rle_pairs", "rle_first_start", "rle_min_length", "rle_last_pixel", "rle_min_step", "rle_min_gap"]
 
 
@@ -233,14 +231,14 @@ def rle_features(encoded: str) -> tuple[bool, int | None, int | None, int | None
     empty, odd or non-integer string (the rest are then None); ``min_step`` (smallest increase between
     consecutive starts) is None for a single run, ``min_gap`` (free pixels between consecutive runs,
     negative when they overlap) is None unless the runs are sorted. A row passing every bound is exactly
-    a row :func:`steelqc.data.rle.parse_runs` accepts as a non-empty mask.
+    a row :func:`steelqc.data.rle.parse_runs` accepts as a non-empty mask (both parse with
+    :func:`~steelqc.data.rle.rle_integers`).
     """
-    tokens = encoded.split()
-    if not tokens or len(tokens) % 2 or not _PLAIN_INTEGERS.fullmatch(encoded):
-        return False, None, None, None, None, None
     try:
-        values = np.array(tokens, dtype=np.int64)
-    except OverflowError:  # beyond int64: no pixel index
+        values = rle_integers(encoded)
+    except (ValueError, OverflowError):
+        return False, None, None, None, None, None
+    if not values.size or values.size % 2:
         return False, None, None, None, None, None
     starts, lengths = values[0::2], values[1::2]
     last = starts + lengths - 1

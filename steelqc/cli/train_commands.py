@@ -15,7 +15,7 @@ from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_gu
 from steelqc.config import Settings
 from steelqc.model import WeightsUnavailableError
 from steelqc.registry import TrackingUnavailableError
-from steelqc.train_job import HEADLINE_METRICS, evaluate_model, run_training_job
+from steelqc.train_job import evaluate_model, headline_metrics, run_training_job
 from steelqc.validation import ValidationFailed
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ def _data_root(data: str | None, settings: Settings) -> str:
 
 
 def _format_metrics(metrics: Mapping[str, float]) -> str:
-    return "  ".join(f"{name}={metrics[name]:.4f}" for name in HEADLINE_METRICS if name in metrics)
+    return "  ".join(f"{name}={value:.4f}" for name, value in headline_metrics(metrics).items())
 
 
 @app.command()
@@ -93,5 +93,4 @@ def evaluate(
     report = _run(evaluate_model, model_uri, _data_root(data, settings), settings, out_dir)
     typer.echo(f"test:        {_format_metrics(report.metrics)}")
     console.print(f"report:      {out_dir / 'evaluation'}")
-    headline = {name: report.metrics[name] for name in HEADLINE_METRICS if name in report.metrics}
-    typer.echo(json.dumps({"model_uri": model_uri, **headline}))
+    typer.echo(json.dumps({"model_uri": model_uri, **headline_metrics(report.metrics)}))

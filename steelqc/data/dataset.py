@@ -195,20 +195,24 @@ class Dataset:
         pixels = decode_image_bytes(self.image_bytes(image_id), name=name).pixels
         return check_size(pixels, self.meta.height, self.meta.width, name=name)
 
+    def _class_index(self, class_id: str, row: int) -> int:
+        """Position of ``class_id`` in ``meta.class_ids``; a ClassId outside them is a :class:`LabelFormatError`."""
+        try:
+            return self.meta.class_ids.index(int(class_id))
+        except ValueError:
+            raise LabelFormatError(
+                f"ClassId {class_id!r} is not one of {self.meta.class_ids}", file=LABELS_FILE, row=row
+            ) from None
+
     def masks(self, image_id: str) -> np.ndarray:
         """Boolean masks of shape (n_classes, H, W) in ``meta.class_ids`` order (all False when clean)."""
-        class_index = {c: i for i, c in enumerate(self.meta.class_ids)}
-        stack = np.zeros((len(class_index), self.meta.height, self.meta.width), dtype=bool)
+        stack = np.zeros((len(self.meta.classes), self.meta.height, self.meta.width), dtype=bool)
         for class_id, encoded, row in self._rows_by_image.get(image_id, []):
-            try:
-                index = class_index[int(class_id)]
-            except (KeyError, ValueError):
-                raise LabelFormatError(
-                    f"ClassId {class_id!r} is not one of {self.meta.class_ids}", file=LABELS_FILE, row=int(row)
-                ) from None
-            stack[index] |= decode_rle(encoded, self.meta.height, self.meta.width, file=LABELS_FILE, row=int(row))
+            index = self._class_index(class_id, row)
+            stack[index] |= decode_rle(encoded, self.meta.height, self.meta.width, file=LABELS_FILE, row=row)
         return stack
 
     def class_set(self, image_id: str) -> tuple[int, ...]:
-        """Sorted defect classes present on an image; () for a clean image."""
-        return tuple(sorted({int(class_id) for class_id, _, _ in self._rows_by_image.get(image_id, [])}))
+        """Sorted defect classes present on an image; () for a clean image. Bad ClassIds raise as in :meth:`masks`."""
+        ids = self.meta.class_ids
+        return tuple(sorted({ids[self._class_index(c, row)] for c, _, row in self._rows_by_image.get(image_id, [])}))

@@ -88,6 +88,17 @@ def _check_box(box: _Box, height: int, width: int, *, file: str) -> None:
         )
 
 
+def _scaled_span(low: int, high: int, source: int, target: int) -> tuple[int, int]:
+    """0-based half-open pixel span of the 1-based inclusive box side ``low..high`` after resizing.
+
+    Scaling the box, not resizing its mask, so a box never vanishes: a nearest-neighbour mask resize
+    drops boxes thinner than the scale step, silently losing labelled defects.
+    """
+    start = (low - 1) * target // source
+    stop = -(-high * target // source)  # ceiling: the scaled box covers every pixel the box touches
+    return start, min(target, max(stop, start + 1))
+
+
 @dataclass(frozen=True)
 class _Item:
     xml: Path
@@ -171,15 +182,14 @@ def import_voc(
     rows: list[tuple[str, str, str]] = []
     for done, item in enumerate(items, start=len(items) + 1):
         data = item.image_path.read_bytes()
-        masks = np.zeros((len(names), item.height, item.width), dtype=bool)
+        masks = np.zeros((len(names), height, width), dtype=bool)
         for box in item.boxes:
-            masks[class_ids[box.name] - 1, box.ymin - 1 : box.ymax, box.xmin - 1 : box.xmax] = True
+            y0, y1 = _scaled_span(box.ymin, box.ymax, item.height, height)
+            x0, x1 = _scaled_span(box.xmin, box.xmax, item.width, width)
+            masks[class_ids[box.name] - 1, y0:y1, x0:x1] = True
         if (item.height, item.width) != (height, width):
             pixels = decode_image_bytes(data, name=str(item.image_path)).pixels
             data = encode_jpeg(cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA))
-            masks = np.stack(
-                [cv2.resize(m.view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0 for m in masks]
-            )
         elif item.image_path.suffix.lower() not in {".jpg", ".jpeg"}:
             data = encode_jpeg(decode_image_bytes(data, name=str(item.image_path)).pixels)
         storage.write_bytes(f"{IMAGES_DIR}/{item.image_id}", data)

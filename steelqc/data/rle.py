@@ -15,6 +15,24 @@ import numpy as np
 from steelqc.data.errors import RLEError
 
 _INTEGER = re.compile(r"-?[0-9]+")
+# Far beyond any image's pixel count, and small enough that ``start + length`` cannot overflow int64.
+MAX_RLE_VALUE = 2**53
+
+
+def rle_integers(encoded: str) -> np.ndarray:
+    """The whitespace-separated integers of an RLE string as int64: the one parser of RLE values.
+
+    Plain ASCII integers only (numpy alone would also accept "+5", "1_0" and non-ASCII digits or
+    separators): anything else raises ``ValueError``, a value beyond :data:`MAX_RLE_VALUE` in magnitude
+    ``OverflowError``. Validation's RLE features and :func:`parse_runs` both read through it, so the gate
+    accepts exactly what decoding accepts.
+    """
+    if not encoded.isascii() or "+" in encoded or "_" in encoded:
+        raise ValueError("not plain ASCII integers")
+    values = np.array(encoded.split(), dtype=np.int64)
+    if values.size and (values.max() > MAX_RLE_VALUE or values.min() < -MAX_RLE_VALUE):
+        raise OverflowError("value too large for a pixel index")
+    return values
 
 
 def parse_runs(
@@ -33,15 +51,12 @@ def parse_runs(
         return np.empty(0, np.int64), np.empty(0, np.int64)
     if len(tokens) % 2:
         raise RLEError(f"odd number of values ({len(tokens)}): RLE needs start/length pairs", file=file, row=row)
-    # Plain ASCII integers only: numpy's int parsing would also accept "+5", "1_0" and non-ASCII digits.
-    # The cheap string checks keep the common, valid case fast; the regex only names the bad token.
     try:
-        if not encoded.isascii() or "+" in encoded or "_" in encoded:
-            raise ValueError
-        values = np.array(tokens, dtype=np.int64)
+        values = rle_integers(encoded)
     except ValueError:
-        bad = next((t for t in tokens if not _INTEGER.fullmatch(t)), encoded)
-        raise RLEError(f"non-integer value {bad!r} in RLE", file=file, row=row) from None
+        bad = next((t for t in tokens if not _INTEGER.fullmatch(t)), None)
+        reason = f"non-integer value {bad!r}" if bad is not None else f"non-ASCII character in {encoded!r}"
+        raise RLEError(f"{reason} in RLE", file=file, row=row) from None
     except OverflowError:
         raise RLEError("value too large for a pixel index in RLE", file=file, row=row) from None
     starts, lengths = values[0::2] - 1, values[1::2]

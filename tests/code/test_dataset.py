@@ -91,6 +91,9 @@ def test_bad_rle_and_class_name_their_row(tmp_path: Path) -> None:
     with pytest.raises(LabelFormatError, match="ClassId") as info:
         ds.masks("bbb.jpg")
     assert info.value.row == 3
+    with pytest.raises(LabelFormatError, match="ClassId") as info:
+        ds.class_set("bbb.jpg")  # typed like masks(), not a bare ValueError or a class the dataset lacks
+    assert info.value.row == 3
     with pytest.raises(RLEError, match="not sorted") as rle_info:
         ds.masks("ccc.jpg")
     assert rle_info.value.row == 4 and rle_info.value.file == "train.csv"

@@ -96,3 +96,16 @@ def test_non_numeric_box_and_truncated_image(voc_subset: Path, tmp_path: Path) -
         import_voc(voc_subset, tmp_path / "out2")
     assert info.value.file == str(image)
     assert not (tmp_path / "out2").exists()  # checked before anything is written
+
+
+def test_resize_never_drops_a_thin_box(voc_subset: Path, tmp_path: Path) -> None:
+    # a one-pixel box at (2,2): a nearest-neighbour mask resize to 50x50 samples only every 4th pixel
+    xml = voc_subset / "annotations" / "crazing_1.xml"
+    text = xml.read_text()
+    for old, new in [("<xmax>193</xmax>", "<xmax>2</xmax>"), ("<ymax>194</ymax>", "<ymax>2</ymax>")]:
+        text = text.replace(old, new)
+    xml.write_text(text)
+    import_voc(voc_subset, tmp_path / "out", image_size=(50, 50))
+    ds = Dataset.open(str(tmp_path / "out"))
+    assert ds.class_set("crazing_1.jpg") == (1,)
+    assert ds.masks("crazing_1.jpg")[0, 0, 0] and ds.masks("crazing_1.jpg")[0].sum() == 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from steelqc.patches import (
     build_patch_index,
     extract_patches,
     grid_positions,
+    ordered_parallel_map,
     patch_grid,
     patch_labels,
     read_index,
@@ -309,3 +312,21 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["patches", str(tmp_path / "nowhere"), "--out", str(tmp_path / "i.parquet")])
     assert result.exit_code == 2
     assert not (tmp_path / "i.parquet").exists()
+
+
+def test_ordered_parallel_map_keeps_order_and_cancels_unstarted_work_when_abandoned() -> None:
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def slow_square(i: int) -> int:
+        with lock:
+            calls.append(i)
+        time.sleep(0.005 * (i % 3))  # finish out of order
+        return i * i
+
+    assert list(ordered_parallel_map(slow_square, range(50), workers=3)) == [i * i for i in range(50)]
+    calls.clear()
+    results = ordered_parallel_map(slow_square, range(1000), workers=2)
+    assert [next(results) for _ in range(3)] == [0, 1, 4]
+    results.close()  # a consumer that stops early: queued calls are cancelled, not run for nobody
+    assert len(calls) <= 10

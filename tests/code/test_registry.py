@@ -170,3 +170,24 @@ def test_logged_pyfunc_decides_and_registered_version_carries_tags_and_aliases()
     assert meta.thresholds == crafted and meta.tags["data_hash"] == "abc123"
     assert meta.geometry == {"patch_size": PATCH, "stride": STRIDE, "pad_mode": "reflect"}
     assert [r.decision for r in inspector.inspect(images)] == ["PASS", "HOLD", "FAIL"]
+
+    from steelqc.monitoring import model_version_of
+
+    assert model_version_of("models:/steelqc-unit@champion") == ("1", run.info.run_id)
+    assert model_version_of("models:/steelqc-unit/1") == ("1", run.info.run_id)
+    assert model_version_of(info.model_uri) == (None, run.info.run_id)  # MLflow 3's models:/m-<id> logged model
+
+
+def test_version_tags_carry_image_level_metrics_when_evaluated() -> None:
+    patch_only = {"patch_recall": 0.99, "patch_precision": 0.5, "patch_specificity": 0.75}
+    both = {**patch_only, "image_recall": 1.0, "image_precision": 0.8, "image_specificity": 0.6}
+    assert not {"image_recall", "image_precision", "image_specificity"} & set(version_tags(patch_only, thresholds(0.5, 0.9), "h"))
+    tags = version_tags(both, thresholds(0.5, 0.9), "h")
+    assert (tags["image_recall"], tags["image_precision"], tags["image_specificity"]) == ("1.000000", "0.800000", "0.600000")
+    assert tags["recall"] == "0.990000"
+
+
+def test_results_frame_of_no_results_keeps_the_output_columns() -> None:
+    from steelqc.registry import results_frame
+
+    assert list(results_frame([]).columns) == ["decision", "worst_score", "worst_patch_y", "worst_patch_x", "patch_scores"]

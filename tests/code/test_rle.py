@@ -74,6 +74,8 @@ def test_round_trip_valid_strings(gaps_and_lengths: list[tuple[int, int]]) -> No
         ("-4 3", "1-indexed"),
         ("409599 3", "past the image"),
         ("99999999999999999999 1", "too large"),
+        ("9223372036854775807 9223372036854775807", "too large"),  # start + length would wrap around int64
+        ("1 3 10\u00a05", "non-ASCII"),  # a no-break space: str.split() takes it, decoding must not
         ("1 10 5 3", "overlaps"),
         ("10 3 1 3", "not sorted"),
         ("5 1 5 1", "not sorted"),

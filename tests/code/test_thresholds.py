@@ -17,6 +17,7 @@ from steelqc.thresholds import (
     decide,
     image_decision,
     positives_needed,
+    recall_lower_bound,
 )
 
 # 10 positives and 9 negatives; two negatives (0.62, 0.72) sit among the positives.
@@ -109,6 +110,19 @@ def test_decide_and_image_decision() -> None:
         image_decision([])
     with pytest.raises(ValueError, match="unknown"):
         image_decision(["PASS", "MAYBE"])
+
+
+def test_a_nan_score_is_held_never_passed() -> None:
+    t = choose_thresholds(Y, SCORES, settings(0.9, 0.9))
+    assert decide(np.array([0.01, np.nan, 0.99]), t).tolist() == ["PASS", "HOLD", "FAIL"]
+
+
+def test_recall_lower_bound_matches_clopper_pearson() -> None:
+    from scipy.stats import beta
+
+    assert recall_lower_bound(0, 10, 0.95) == 0.0
+    assert recall_lower_bound(10, 10, 0.95) == pytest.approx(0.05 ** (1 / 10))  # all detected: (1-c)^(1/n)
+    assert recall_lower_bound(7, 10, 0.9) == pytest.approx(beta.ppf(0.1, 7, 4))
 
 
 def test_round_trip_through_json() -> None:

@@ -73,7 +73,9 @@ def _passes_suite(features: tuple) -> bool:
 
 tokens = st.one_of(
     st.integers(-3, HEIGHT * WIDTH + 3).map(str),
-    st.sampled_from(["x", "1.5", "+3", "1_0", "", "99999999999999999999999"]),
+    st.sampled_from(
+        ["x", "1.5", "+3", "1_0", "", "99999999999999999999999", "9223372036854775807", "1\u00a02", "1\x1c2", "٣"]
+    ),
 )
 
 
@@ -107,6 +109,8 @@ def test_encoded_masks_have_valid_features(bits: list[bool]) -> None:
         ("38 4", "rle_last_pixel", 41),
         ("20 2 5 2", "rle_min_step", -15),
         ("5 4 8 2", "rle_min_gap", -1),
+        ("9223372036854775807 9223372036854775807", "rle_pairs", False),  # no int64 wrap-around to a "valid" end
+        ("1\u00a03", "rle_pairs", False),  # non-ASCII separator: decoding rejects it too
     ],
 )
 def test_rle_features_name_each_malformation(encoded: str, column: str, value: object) -> None:

@@ -98,6 +98,30 @@ def test_bad_files_are_listed_and_never_stop_the_batch(model: keras.Model, tmp_p
     assert without_size_check.counts["ERROR"] == 0 and len(without_size_check.decisions) == 1
 
 
+def test_an_unreadable_file_is_an_error_row(
+    model: keras.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steelqc.data.storage import LocalStorage
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "locked.png"):
+        (folder / name).write_bytes(encode_png(generate_strip(rng)[0]))
+    read_bytes = LocalStorage.read_bytes
+
+    def deny_locked(self: LocalStorage, relpath: str) -> bytes:
+        if relpath == "locked.png":
+            raise PermissionError(13, "Permission denied")
+        return read_bytes(self, relpath)
+
+    monkeypatch.setattr(LocalStorage, "read_bytes", deny_locked)
+    result = inspect_batch(_inspector(model), folder, tmp_path / "out", workers=2, image_size=SIZE)
+    rows = result.decisions.set_index("image")
+    assert rows.loc["locked.png", "decision"] == "ERROR" and "Permission denied" in rows.loc["locked.png", "error"]
+    assert rows.loc["a.png", "decision"] != "ERROR"
+
+
 def test_sources_that_hold_nothing_are_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="no such file or folder"):
         list_images(tmp_path / "missing")

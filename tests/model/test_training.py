@@ -116,3 +116,16 @@ def test_train_model_and_predict_split_use_the_patch_index(
         scores = predict_split(result.model, dataset, index, split, settings)
         assert scores.shape == ((index.split == split).sum(),)
         assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_a_nan_epoch_is_never_recorded_as_best(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from steelqc.training import STATE_FILE, _State, _StateWriter
+
+    state = _State(architecture={})
+    writer = _StateWriter(state, tmp_path / STATE_FILE, 1, SimpleNamespace(wait=0), None)
+    for epoch, value in enumerate([float("nan"), 0.4, 0.7, float("nan"), 0.6]):
+        writer.on_epoch_end(epoch, {"val_pr_auc": value})
+    assert (state.best_epoch, state.best_val_pr_auc) == (2, 0.7)
+    assert json.loads((tmp_path / STATE_FILE).read_text())["best_epoch"] == 2
