@@ -80,7 +80,8 @@ def main() -> int:
     floor = decode_floor(root, args.baseline_sample)
     with tempfile.TemporaryDirectory() as report:
         child = subprocess.run(
-            [sys.executable, __file__, "--measure", str(root), report, "--workers", str(args.workers)],
+            # -P as in the Makefile: without it bench/inspect.py shadows the standard library's inspect
+            [sys.executable, "-P", __file__, "--measure", str(root), report, "--workers", str(args.workers)],
             check=True,
             capture_output=True,
             text=True,

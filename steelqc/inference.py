@@ -28,6 +28,15 @@ class BatchPredictor(Protocol):
     def predict_on_batch(self, x: np.ndarray) -> Any: ...
 
 
+def score_in_batches(model: BatchPredictor, patches: np.ndarray, batch_size: int) -> np.ndarray:
+    """Float64 scores ``(N,)`` of uint8 patches ``(N, S, S)``: preprocessed and predicted ``batch_size`` at a time."""
+    scores = [
+        np.asarray(model.predict_on_batch(preprocess_patches(patches[start : start + batch_size]))).reshape(-1)
+        for start in range(0, len(patches), batch_size)
+    ]
+    return np.concatenate(scores).astype(np.float64) if scores else np.empty(0, np.float64)
+
+
 @dataclass(frozen=True)
 class ImageResult:
     """The decision on one image and the patch evidence behind it."""
@@ -62,13 +71,7 @@ class Inspector:
 
     def score_patches(self, patches: np.ndarray) -> np.ndarray:
         """Sigmoid scores of uint8 patches ``(N, S, S)``, one model call per batch."""
-        scores = [
-            np.asarray(self.model.predict_on_batch(preprocess_patches(patches[start : start + self.batch_size])))
-            .reshape(-1)
-            .astype(np.float64)
-            for start in range(0, len(patches), self.batch_size)
-        ]
-        return np.concatenate(scores) if scores else np.empty(0, np.float64)
+        return score_in_batches(self.model, patches, self.batch_size)
 
     def inspect(self, images: Iterable[np.ndarray]) -> list[ImageResult]:
         """Decide on each image; images of any size work (smaller than a patch: padded per ``pad_mode``).

@@ -155,16 +155,10 @@ def patch_frame(
 
 def scores_and_embeddings(model: keras.Model, patches: np.ndarray, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Scores and penultimate-layer embeddings of uint8 patches from one forward pass per batch."""
-    from steelqc.model import preprocess_patches
+    from steelqc.inference import score_in_batches
 
     recorder = EmbeddingRecorder(model)
-    scores = [
-        np.asarray(recorder.predict_on_batch(preprocess_patches(patches[i : i + batch_size]))).reshape(-1)
-        for i in range(0, len(patches), batch_size)
-    ]
-    if not scores:
-        return np.empty(0), np.empty((0, 0))
-    return np.concatenate(scores).astype(np.float64), recorder.take()
+    return score_in_batches(recorder, patches, batch_size), recorder.take()
 
 
 class EmbeddingRecorder:

@@ -202,7 +202,9 @@ def images_from_model_input(model_input: Any) -> list[np.ndarray]:
     if isinstance(model_input, pd.DataFrame) or isinstance(model_input, dict):
         if "image" not in model_input:
             raise ImageDecodeError("model input needs a column named 'image'", file="model input")
-        items = list(model_input["image"])
+        column = model_input["image"]
+        # a dict may carry one image as a scalar; iterating it would yield its bytes or characters
+        items = [column] if isinstance(column, (str, bytes, bytearray)) else list(column)
     elif isinstance(model_input, np.ndarray) and model_input.dtype != object:
         if model_input.ndim == 2:
             items = [model_input]

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,10 @@ def parse_labels_csv(data: bytes, *, file: str = LABELS_FILE) -> pd.DataFrame:
         raise LabelFormatError(f"labels CSV cannot be parsed: {exc}", file=file) from exc
     except pd.errors.EmptyDataError:
         raise LabelFormatError("labels CSV is empty (no header)", file=file) from None
+    if not isinstance(raw.index, pd.RangeIndex):
+        # pandas takes a first data line with one field too many as "the first column is the index" and
+        # shifts every column left: ImageIds would become ClassIds and the real images look clean.
+        raise LabelFormatError(f"more fields than the header's {raw.shape[1]} (a stray comma?)", file=file, row=2)
     raw["row"] = np.arange(len(raw), dtype=np.int64) + 2
     if {"ImageId", "ClassId", "EncodedPixels"} <= set(raw.columns):
         labels = raw[[*LABEL_COLUMNS, "row"]].copy()
@@ -131,6 +136,21 @@ def parse_labels_csv(data: bytes, *, file: str = LABELS_FILE) -> pd.DataFrame:
 def labels_to_csv(labels: pd.DataFrame) -> bytes:
     """The new-layout CSV (without the ``row`` column)."""
     return labels[LABEL_COLUMNS].to_csv(index=False).encode()
+
+
+def create_dataset_storage(out: str | Path) -> Storage:
+    """Storage for a new dataset at ``out`` (folder or ``s3://``), refusing one that already holds a dataset:
+    stale images without labels would silently count as clean."""
+    storage = open_storage(str(out))
+    if storage.exists(LABELS_FILE) or storage.list_files(IMAGES_DIR):
+        raise DatasetError("target already holds a dataset; choose an empty folder", file=storage.uri)
+    return storage
+
+
+def write_labels_and_meta(storage: Storage, labels: pd.DataFrame, meta: DatasetMeta) -> None:
+    """Finish a new dataset: ``train.csv`` (new layout) and ``dataset.yaml``, after its images."""
+    storage.write_bytes(LABELS_FILE, labels_to_csv(labels))
+    storage.write_bytes(META_FILE, meta.to_yaml().encode())
 
 
 @dataclass(frozen=True)

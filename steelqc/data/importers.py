@@ -18,11 +18,17 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from steelqc.data.dataset import IMAGES_DIR, LABELS_FILE, META_FILE, DatasetMeta, check_image_id, labels_to_csv
+from steelqc.data.dataset import (
+    IMAGES_DIR,
+    LABEL_COLUMNS,
+    DatasetMeta,
+    check_image_id,
+    create_dataset_storage,
+    write_labels_and_meta,
+)
 from steelqc.data.errors import DatasetError, ImageSizeError, LabelFormatError, MissingImageError, UnsafeImageIdError
 from steelqc.data.images import decode_image_bytes, encode_jpeg
 from steelqc.data.rle import encode_rle
-from steelqc.data.storage import open_storage
 
 VOC_IMAGE_ID_PATTERN = r"^[A-Za-z0-9_\-]+\.jpg$"
 _IMAGE_DIRS = ("images", "JPEGImages")
@@ -159,7 +165,12 @@ def import_voc(
     started = time.perf_counter()
     src = Path(src)
     image_dir, annotation_dir = _find_dir(src, _IMAGE_DIRS), _find_dir(src, _ANNOTATION_DIRS)
-    images_by_stem = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES}
+    images_by_stem: dict[str, Path] = {}
+    for path in sorted(image_dir.iterdir()):
+        if path.suffix.lower() in _IMAGE_SUFFIXES:
+            if path.stem in images_by_stem:  # one would silently replace the other
+                raise DatasetError(f"two images named {path.stem!r} ({images_by_stem[path.stem].name})", file=str(path))
+            images_by_stem[path.stem] = path
     xml_files = sorted(annotation_dir.glob("*.xml"))
     if not xml_files:
         raise DatasetError("no *.xml annotations", file=str(annotation_dir))
@@ -171,9 +182,7 @@ def import_voc(
     if not names:
         raise DatasetError("annotations hold no objects", file=str(annotation_dir))
     class_ids = {name: i for i, name in enumerate(names, start=1)}
-    storage = open_storage(str(out))
-    if storage.exists(LABELS_FILE) or storage.list_files(IMAGES_DIR):
-        raise DatasetError("target already holds a dataset; choose an empty folder", file=storage.uri)
+    storage = create_dataset_storage(out)
 
     total = 2 * len(annotations)
     report = progress or (lambda done, total: None)
@@ -195,8 +204,7 @@ def import_voc(
         storage.write_bytes(f"{IMAGES_DIR}/{item.image_id}", data)
         rows.extend((item.image_id, str(k + 1), encode_rle(mask)) for k, mask in enumerate(masks) if mask.any())
         report(done, total)
-    labels = pd.DataFrame(rows, columns=["ImageId", "ClassId", "EncodedPixels"])
-    storage.write_bytes(LABELS_FILE, labels_to_csv(labels))
+    labels = pd.DataFrame(rows, columns=LABEL_COLUMNS)
     meta = DatasetMeta(
         name=src.resolve().name,
         classes={i: name for name, i in class_ids.items()},
@@ -204,7 +212,7 @@ def import_voc(
         width=width,
         image_id_pattern=VOC_IMAGE_ID_PATTERN,
     )
-    storage.write_bytes(META_FILE, meta.to_yaml().encode())
+    write_labels_and_meta(storage, labels, meta)
     counts = labels["ClassId"].astype(int).value_counts()
     return ImportSummary(
         root=storage.uri,

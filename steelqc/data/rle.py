@@ -46,19 +46,18 @@ def parse_runs(
         return np.empty(0, np.int64), np.empty(0, np.int64)
     if not isinstance(encoded, str):
         raise RLEError(f"EncodedPixels must be a string, got {type(encoded).__name__}", file=file, row=row)
-    tokens = encoded.split()
-    if not tokens:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    if len(tokens) % 2:
-        raise RLEError(f"odd number of values ({len(tokens)}): RLE needs start/length pairs", file=file, row=row)
     try:
         values = rle_integers(encoded)
     except ValueError:
-        bad = next((t for t in tokens if not _INTEGER.fullmatch(t)), None)
-        reason = f"non-integer value {bad!r}" if bad is not None else f"non-ASCII character in {encoded!r}"
+        bad = next((t for t in encoded.split() if not _INTEGER.fullmatch(t)), None)
+        reason = f"non-integer value {bad!r}" if bad is not None else "non-ASCII separator"
         raise RLEError(f"{reason} in RLE", file=file, row=row) from None
     except OverflowError:
         raise RLEError("value too large for a pixel index in RLE", file=file, row=row) from None
+    if not values.size:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    if values.size % 2:
+        raise RLEError(f"odd number of values ({values.size}): RLE needs start/length pairs", file=file, row=row)
     starts, lengths = values[0::2] - 1, values[1::2]
     n_pixels = height * width
     ends = starts + lengths

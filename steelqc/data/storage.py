@@ -45,10 +45,11 @@ class LocalStorage:
         return path
 
     def read_bytes(self, relpath: str) -> bytes:
+        path = self._path(relpath)
         try:
-            return self._path(relpath).read_bytes()
+            return path.read_bytes()
         except FileNotFoundError:
-            raise MissingImageError("file not found", file=str(self._path(relpath))) from None
+            raise MissingImageError("file not found", file=str(path)) from None
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
         path = self._path(relpath)
@@ -114,7 +115,8 @@ class S3Storage:
             raise
 
     def list_files(self, reldir: str) -> list[str]:
-        prefix = self._key(reldir).rstrip("/") + "/"
+        folder = self._key(reldir)
+        prefix = f"{folder}/" if folder else ""  # the bucket's top level has no "/" prefix
         names: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
         try:

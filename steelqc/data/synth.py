@@ -22,11 +22,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from steelqc.data.dataset import IMAGES_DIR, LABELS_FILE, META_FILE, DatasetMeta, labels_to_csv
-from steelqc.data.errors import DatasetError
+from steelqc.data.dataset import IMAGES_DIR, LABEL_COLUMNS, DatasetMeta, create_dataset_storage, write_labels_and_meta
 from steelqc.data.images import encode_jpeg
 from steelqc.data.rle import encode_rle
-from steelqc.data.storage import open_storage
 
 # Image-level class combinations of the 12,568 real Severstal train images, counted once from
 # shared/data/severstal-image-labels/defect_types.csv (5,902 clean; masks per class 897/247/5,150/801).
@@ -319,9 +317,7 @@ def generate_dataset(
     if not 0.0 <= defect_rate <= 1.0:
         raise ValueError("defect_rate must be between 0 and 1")
     started = time.perf_counter()
-    storage = open_storage(str(out))
-    if storage.exists(LABELS_FILE) or storage.list_files(IMAGES_DIR):
-        raise DatasetError("target already holds a dataset; choose an empty folder", file=storage.uri)
+    storage = create_dataset_storage(out)
     master = np.random.default_rng(seed)
     plan = _class_plan(master, images, defect_rate)
     image_ids: list[str] = []
@@ -345,10 +341,8 @@ def generate_dataset(
         rows.extend((image_id, str(class_id), encode_rle(mask)) for class_id, mask in sorted(masks.items()))
         if progress is not None:
             progress(i + 1, images)
-    labels = pd.DataFrame(rows, columns=["ImageId", "ClassId", "EncodedPixels"])
-    storage.write_bytes(LABELS_FILE, labels_to_csv(labels))
-    meta = DatasetMeta(name="synthetic-severstal", height=height, width=width)
-    storage.write_bytes(META_FILE, meta.to_yaml().encode())
+    labels = pd.DataFrame(rows, columns=LABEL_COLUMNS)
+    write_labels_and_meta(storage, labels, DatasetMeta(name="synthetic-severstal", height=height, width=width))
     return SynthSummary(
         root=storage.uri,
         images=images,

@@ -84,6 +84,20 @@ def test_bad_labels_csv_raises(csv: str) -> None:
     assert info.value.file == "x/train.csv"
 
 
+@pytest.mark.parametrize(
+    "csv",
+    [
+        # pandas would read the first column as an index and shift the rest: ImageId "1", ClassId "1 3"
+        "ImageId,ClassId,EncodedPixels\naaa.jpg,1,1 3,\nbbb.jpg,2,5 2,\n",
+        "ImageId,ClassId,EncodedPixels\naaa.jpg,1,1 3\nbbb.jpg,2,5 2,\n",  # a later line: the parser's own error
+    ],
+)
+def test_extra_fields_are_an_error_not_shifted_columns(csv: str) -> None:
+    with pytest.raises(LabelFormatError) as info:
+        parse_labels_csv(csv.encode(), file="x/train.csv")
+    assert info.value.file == "x/train.csv"
+
+
 def test_bad_rle_and_class_name_their_row(tmp_path: Path) -> None:
     csv = "ImageId,ClassId,EncodedPixels\naaa.jpg,1,1 3\nbbb.jpg,9,1 3\nccc.jpg,2,5 1 2 1\n"
     root = _write(tmp_path, csv, {})

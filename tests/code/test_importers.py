@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from steelqc.data.dataset import Dataset
-from steelqc.data.errors import ImageDecodeError, LabelFormatError, MissingImageError
+from steelqc.data.errors import DatasetError, ImageDecodeError, LabelFormatError, MissingImageError
 from steelqc.data.importers import VOC_IMAGE_ID_PATTERN, import_voc
 
 NEU_CLASSES = {1: "crazing", 2: "inclusion", 3: "patches", 4: "pitted_surface", 5: "rolled-in_scale", 6: "scratches"}
@@ -109,3 +109,10 @@ def test_resize_never_drops_a_thin_box(voc_subset: Path, tmp_path: Path) -> None
     ds = Dataset.open(str(tmp_path / "out"))
     assert ds.class_set("crazing_1.jpg") == (1,)
     assert ds.masks("crazing_1.jpg")[0, 0, 0] and ds.masks("crazing_1.jpg")[0].sum() == 1
+
+
+def test_two_images_with_one_stem_are_not_silently_merged(voc_subset: Path, tmp_path: Path) -> None:
+    shutil.copy(voc_subset / "images" / "crazing_1.jpg", voc_subset / "images" / "crazing_1.png")
+    with pytest.raises(DatasetError, match="two images named 'crazing_1'") as info:
+        import_voc(voc_subset, tmp_path / "out")
+    assert info.value.file.endswith("crazing_1.png")  # type: ignore[union-attr]

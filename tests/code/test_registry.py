@@ -191,3 +191,11 @@ def test_results_frame_of_no_results_keeps_the_output_columns() -> None:
     from steelqc.registry import results_frame
 
     assert list(results_frame([]).columns) == ["decision", "worst_score", "worst_patch_y", "worst_patch_x", "patch_scores"]
+
+
+def test_a_dict_with_one_image_is_one_image() -> None:
+    image = strip(250)
+    png = encode_png(image)
+    for form in ({"image": png}, {"image": base64.b64encode(png).decode()}):
+        decoded = images_from_model_input(form)
+        assert len(decoded) == 1 and np.array_equal(decoded[0], image)

@@ -16,6 +16,7 @@ import pytest
 
 from steelqc.data.dataset import Dataset
 from steelqc.data.errors import DatasetError, MissingImageError
+from steelqc.data.storage import open_storage
 from steelqc.data.synth import generate_dataset
 
 
@@ -95,3 +96,7 @@ def test_generate_straight_into_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyP
     ds = Dataset.open("s3://synth/gen")
     assert ds.image_ids == tuple(sorted(summary.image_ids))
     assert ds.load_image(ds.image_ids[0]).shape == (32, 200)
+
+    top = open_storage("s3://synth")  # no prefix: the bucket's top level
+    top.write_bytes("notes.txt", b"x")
+    assert top.list_files("") == ["notes.txt"] and top.list_files("gen") == ["dataset.yaml", "train.csv"]
