@@ -9,7 +9,6 @@ index records the split so later stages never re-split.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +23,7 @@ import pandas as pd
 from steelqc.config import PatchSettings
 from steelqc.data.dataset import LABELS_FILE, Dataset
 from steelqc.data.errors import DataError, DatasetError, MissingImageError
-from steelqc.data.images import check_size, decode_image_bytes
+from steelqc.data.images import check_size, decode_image_bytes, pixel_digest
 
 SPLITS = ("train", "val", "test")
 INDEX_BASE_COLUMNS = ("image_id", "y", "x", "size", "label", "classes", "split", "content_hash")
@@ -220,9 +219,7 @@ def _image_patches(dataset: Dataset, image_id: str, settings: PatchSettings) -> 
     check_size(pixels, dataset.meta.height, dataset.meta.width, name=name)
     positions = patch_grid(pixels.shape[0], pixels.shape[1], settings.size, settings.stride)
     labels, px = patch_labels(dataset.masks(image_id), positions, settings.size, settings.min_defect_pixels)
-    return _ImagePatches(
-        image_id, hashlib.sha1(data).hexdigest(), positions, labels, px, dataset.class_set(image_id)
-    )
+    return _ImagePatches(image_id, pixel_digest(pixels), positions, labels, px, dataset.class_set(image_id))
 
 
 def _check_labelled_images_exist(dataset: Dataset) -> None:

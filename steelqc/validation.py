@@ -32,7 +32,7 @@ import pandas as pd
 from steelqc.config import ValidationSettings
 from steelqc.data.dataset import IMAGES_DIR, LABEL_COLUMNS, LABELS_FILE, Dataset, DatasetMeta, labels_to_csv
 from steelqc.data.errors import DatasetError, ImageDecodeError, MissingImageError, UnsafeImageIdError
-from steelqc.data.images import decode_image_bytes
+from steelqc.data.images import decode_image_bytes, pixel_digest
 from steelqc.data.rle import rle_integers
 
 if TYPE_CHECKING:
@@ -279,16 +279,14 @@ def _scan_one(dataset: Dataset, image_id: str) -> dict[str, Any]:
     except ImageDecodeError as exc:
         record["decode_error"] = exc.reason
         return record
-    pixels = np.ascontiguousarray(decoded.pixels)
-    pixel_hash = hashlib.sha1(f"{pixels.shape}".encode())
-    pixel_hash.update(pixels.data)
+    pixels = decoded.pixels
     record.update(
         format=decoded.format,
         height=pixels.shape[0],
         width=pixels.shape[1],
         channels=decoded.channels,
         pixel_range=int(pixels.max()) - int(pixels.min()),
-        pixel_sha1=pixel_hash.hexdigest(),
+        pixel_sha1=pixel_digest(pixels),
     )
     return record
 

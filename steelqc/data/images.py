@@ -6,6 +6,7 @@ Every loader returns a 2-D ``uint8`` grayscale array: steel strip images are gre
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,15 @@ def read_image(source: str | Path | bytes, *, name: str | None = None) -> np.nda
     except FileNotFoundError:
         raise ImageDecodeError("file not found", file=str(path)) from None
     return decode_image_bytes(data, name=name or str(path)).pixels
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """sha1 of the decoded pixels (and their shape): the same picture gives the same digest however it
+    was encoded, so duplicates stored as different files are still found."""
+    contiguous = np.ascontiguousarray(pixels)
+    digest = hashlib.sha1(f"{contiguous.shape}".encode())
+    digest.update(contiguous.data)
+    return digest.hexdigest()
 
 
 def check_size(pixels: np.ndarray, height: int, width: int, *, name: str) -> np.ndarray:

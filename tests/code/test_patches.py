@@ -20,7 +20,7 @@ from steelqc.cli import app
 from steelqc.config import PatchSettings
 from steelqc.data.dataset import Dataset
 from steelqc.data.errors import ImageDecodeError, ImageSizeError, MissingImageError
-from steelqc.data.images import encode_png
+from steelqc.data.images import encode_png, pixel_digest, read_image
 from steelqc.patches import (
     PatchIndexError,
     build_patch_index,
@@ -239,7 +239,7 @@ def test_index_of_generated_strips(synthetic_dataset: Path) -> None:
     np.testing.assert_array_equal(rows["label"].to_numpy(), labels.astype(np.int8))
     np.testing.assert_array_equal(rows[[f"px_class_{k}" for k in (1, 2, 3, 4)]].to_numpy(), px)
     assert rows["classes"].iloc[0] == ",".join(map(str, dataset.class_set(image_id)))
-    assert rows["content_hash"].iloc[0] == hashlib.sha1(dataset.image_bytes(image_id)).hexdigest()
+    assert rows["content_hash"].iloc[0] == pixel_digest(dataset.load_image(image_id))
     assert (index.loc[index["classes"] == "", "label"] == 0).all()
 
 
@@ -254,8 +254,9 @@ def test_duplicate_images_land_in_the_same_split(small_copy: Path) -> None:
     images = small_copy / "train_images"
     originals = sorted(images.iterdir())
     for n, original in enumerate(originals):
-        for copy in range(2):
-            shutil.copy(original, images / f"dup{copy}{n:06d}.jpg")
+        shutil.copy(original, images / f"dup0{n:06d}.jpg")
+        # The same picture stored differently (PNG bytes of the decoded pixels) is still a duplicate.
+        (images / f"dup1{n:06d}.jpg").write_bytes(encode_png(read_image(original)))
     index = build_patch_index(Dataset.open(str(small_copy)), SMALL)
     splits_per_hash = index.groupby("content_hash")["split"].nunique()
     assert len(splits_per_hash) == len(originals) and (splits_per_hash == 1).all()
