@@ -56,7 +56,7 @@ def run_guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
     """Call ``func`` and turn steelqc's typed errors into a clear message and exit code 2."""
     try:
         return func(*args, **kwargs)
-    except (DataError, ConfigError, FileNotFoundError) as exc:
+    except (DataError, ConfigError, OSError) as exc:  # OSError: unreadable or unwritable paths
         fail(str(exc))
 
 

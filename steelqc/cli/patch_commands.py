@@ -24,7 +24,7 @@ def patches(
     started = time.perf_counter()
     dataset = run_guarded(Dataset.open, data, endpoint_url=settings.s3_endpoint_url)
     index = run_guarded(build_patch_index, dataset, settings.patches, workers=settings.data.image_workers)
-    write_index(index, out)
+    run_guarded(write_index, index, out)
     by_split = index.groupby("split").agg(
         images=("image_id", "nunique"), patches=("label", "size"), positive=("label", "sum")
     )

@@ -6,7 +6,6 @@ import typer
 from rich.table import Table
 
 from steelqc.cli._app import ConfigOption, SetOption, app, fail, settings_from_cli
-from steelqc.promotion import PromotionError
 
 ReviewerOption = typer.Option(..., "--reviewer", "-r", help="Who decides (recorded on the model version)")
 CommentOption = typer.Option("", "--comment", "-m", help="Why")
@@ -15,6 +14,7 @@ CommentOption = typer.Option("", "--comment", "-m", help="Why")
 def _decide(approve_it: bool, version: str, reviewer: str, comment: str, config: str | None, sets: list[str] | None) -> None:
     from flows.approval import approve as approve_version
     from flows.approval import reject as reject_version
+    from steelqc.promotion import PromotionError
 
     settings = settings_from_cli(config, sets)
     decide = approve_version if approve_it else reject_version
@@ -61,7 +61,7 @@ def rollback(
     settings = settings_from_cli(config, sets)
     try:
         record = promotion.rollback(settings, reviewer=reviewer, comment=comment)
-    except PromotionError as exc:
+    except promotion.PromotionError as exc:
         fail(str(exc), code=1)
         return
     typer.echo(f"champion is v{record.version} again (was v{record.previous_version})")

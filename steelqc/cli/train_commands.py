@@ -9,20 +9,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from mlflow.exceptions import MlflowException
 
 from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
 from steelqc.config import Settings
-from steelqc.model import WeightsUnavailableError
-from steelqc.registry import TrackingUnavailableError
-from steelqc.train_job import evaluate_model, headline_metrics, run_training_job
-from steelqc.validation import ValidationFailed
+
+# TensorFlow and MLflow load inside the commands, so `steelqc synth`, `validate`, ... start in a second.
 
 T = TypeVar("T")
 
 
 def _run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Typed errors become one clear line: a failed data gate exits 1, an unusable setup exits 2."""
+    from mlflow.exceptions import MlflowException
+
+    from steelqc.model import WeightsUnavailableError
+    from steelqc.registry import TrackingUnavailableError
+    from steelqc.validation import ValidationFailed
+
     try:
         return run_guarded(func, *args, **kwargs)
     except ValidationFailed as exc:
@@ -44,6 +47,8 @@ def _data_root(data: str | None, settings: Settings) -> str:
 
 
 def _format_metrics(metrics: Mapping[str, float]) -> str:
+    from steelqc.train_job import headline_metrics
+
     return "  ".join(f"{name}={value:.4f}" for name, value in headline_metrics(metrics).items())
 
 
@@ -60,6 +65,8 @@ def train(
 ) -> None:
     """Validate, patch, train, pick thresholds on val, evaluate on test, log to MLflow and register a version."""
     settings = settings_from_cli(config, sets)
+    from steelqc.train_job import run_training_job
+
     result = _run(run_training_job, _data_root(data, settings), settings, work_dir=work_dir)
     t = result.thresholds
     typer.echo(f"run id:      {result.run_id}")
@@ -90,6 +97,8 @@ def evaluate(
     """Re-score a logged model on a dataset's test split with the model's own thresholds and patch geometry."""
     settings = settings_from_cli(config, sets)
     out_dir = out or settings.state_dir / "reports" / datetime.now(UTC).strftime("evaluate-%Y%m%dT%H%M%SZ")
+    from steelqc.train_job import evaluate_model, headline_metrics
+
     report = _run(evaluate_model, model_uri, _data_root(data, settings), settings, out_dir)
     typer.echo(f"test:        {_format_metrics(report.metrics)}")
     console.print(f"report:      {out_dir / 'evaluation'}")

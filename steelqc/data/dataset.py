@@ -27,7 +27,7 @@ import yaml
 from steelqc.data.errors import DatasetError, LabelFormatError, UnsafeImageIdError
 from steelqc.data.images import check_size, decode_image_bytes
 from steelqc.data.rle import decode_rle
-from steelqc.data.storage import Storage, open_storage
+from steelqc.data.storage import LocalStorage, Storage, open_storage
 
 META_FILE = "dataset.yaml"
 LABELS_FILE = "train.csv"
@@ -166,6 +166,8 @@ class Dataset:
     def open(cls, root: str, *, endpoint_url: str | None = None) -> "Dataset":
         """Open ``root`` (folder or ``s3://``). Missing folder or CSV raises :class:`DatasetError`."""
         storage = open_storage(root, endpoint_url)
+        if isinstance(storage, LocalStorage) and not storage.root.is_dir():
+            raise DatasetError("dataset folder not found", file=storage.uri)
         meta = (
             DatasetMeta.from_yaml(storage.read_bytes(META_FILE).decode(), file=f"{storage.uri}/{META_FILE}")
             if storage.exists(META_FILE)

@@ -130,8 +130,11 @@ def test_missing_image_file_names_the_path(tmp_path: Path) -> None:
 
 
 def test_missing_folder_or_csv_raises(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="no train.csv"):
+    with pytest.raises(DatasetError, match="dataset folder not found"):
         Dataset.open(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no train.csv"):
+        Dataset.open(str(tmp_path / "empty"))
 
 
 @pytest.mark.parametrize(

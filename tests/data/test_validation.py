@@ -348,7 +348,7 @@ def test_cli_exit_codes_follow_the_mode(synthetic_dataset: Path, tmp_path: Path)
 def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
-    assert "no train.csv" in result.output
+    assert "dataset folder not found" in result.output
 
 
 def test_cli_default_report_goes_to_the_state_dir(synthetic_dataset: Path, isolated_state: Path) -> None:
