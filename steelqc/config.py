@@ -135,6 +135,9 @@ class GateSettings(_Section):
     """Champion/challenger promotion rule and QA approval wait."""
 
     recall_tolerance: float = Field(0.0, ge=0.0, le=1.0)
+    recall_target: float | None = Field(
+        None, gt=0.0, le=1.0, description="Minimum test patch recall; default thresholds.recall_target"
+    )
     min_patch_specificity: float = Field(
         0.1, ge=0.0, le=1.0, description="A model that flags more clean patches than this allows is useless"
     )
@@ -216,6 +219,11 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifact_root(self) -> Path:
         return self.state_dir / "mlartifacts"
+
+    @property
+    def gate_recall_target(self) -> float:
+        """The test recall a challenger must reach: ``gate.recall_target``, else the thresholds' target."""
+        return self.gate.recall_target if self.gate.recall_target is not None else self.thresholds.recall_target
 
     @property
     def s3_endpoint_url(self) -> str | None:

@@ -144,7 +144,7 @@ def run_gate(
     decision = gate(
         evaluation.metrics,
         champion["metrics"],
-        recall_target=settings.thresholds.recall_target,
+        recall_target=settings.gate_recall_target,
         tolerance=settings.gate.recall_tolerance,
         min_specificity=settings.gate.min_patch_specificity,
         bound_met=bool(thresholds.get("bound_met", True)) or settings.thresholds.confidence is None,

@@ -149,3 +149,35 @@ def moto_s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: 
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def prefect_server(isolated_state: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """``prefect server start`` on 127.0.0.1 with its own home; this process and its children use it. Stopped after."""
+    import sys
+
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from servers import free_port, start, stop, wait_until_up
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log = isolated_state / "prefect-server.log"
+    env = {**os.environ, "PREFECT_HOME": str(isolated_state / "prefect-server"), "HOME": str(isolated_state)}
+    env.pop("PREFECT_API_URL", None)
+    server = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], log, env)
+    try:
+        wait_until_up(f"{url}/health", server, log)
+        monkeypatch.setenv("PREFECT_API_URL", url)  # inherited by subprocesses (CLI, Dask workers)
+        with temporary_settings(updates={PREFECT_API_URL: url}):  # this process read its settings at import
+            yield url
+            APILogWorker.drain_all(timeout=30)  # send buffered run logs while the server is still up
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="session")
+def learnable_dataset(synthetic_dataset_factory) -> Path:  # type: ignore[no-untyped-def]
+    """48 high-contrast generated strips a tiny model learns in a few epochs (see tests/flows/tiny.py)."""
+    return synthetic_dataset_factory(48, seed=0, contrast=3.0)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +18,8 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
+from servers import free_port, stop
+
 CHROMIUM = Path("/usr/bin/chromium")
 DECISIONS = ("PASS", "HOLD", "FAIL")
 
@@ -28,12 +27,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (.ci/run installs Debian's chromium)"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> bytes:
@@ -47,17 +40,6 @@ def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> by
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process started in its own session, with its children (streamlit under the CLI)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture

@@ -10,9 +10,6 @@ that completes without moving it; ``approve`` after the wait timed out marks the
 from __future__ import annotations
 
 import os
-import random
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +20,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-import requests
 from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -36,28 +32,18 @@ from steelqc import promotion
 from steelqc.config import Settings, load_settings
 from steelqc.promotion import PromotionError
 
+from servers import free_port, start, stop, tail, wait_until_up
+from tiny import TINY
+
+# Every run passes the gate against the champion (tolerance 1.0), so each one reaches the QA wait.
+QA_TINY = {**TINY, "gate.recall_tolerance": 1.0}
+
 pytestmark = pytest.mark.slow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STEELQC_CLI = Path(sys.executable).parent / "steelqc"
-SERVER_START_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 420  # one tiny training run on 2 busy cores, with TensorFlow's import in the worker's child
 
-# The TINY model of test_retrain_flow (learns the high-contrast strips in ~1 min) with a gate that every
-# run passes (tolerance 1.0), so each run reaches the QA wait; the gate's rules are tested elsewhere.
-TINY: dict[str, Any] = {
-    "model.backbone": "small_cnn",
-    "model.weights": "none",
-    "model.input_size": 64,
-    "train.epochs_frozen": 3,
-    "train.epochs_finetune": 0,
-    "train.batch_size": 32,
-    "thresholds.recall_target": 0.5,
-    "thresholds.confidence": None,
-    "gate.min_patch_specificity": 0.0,
-    "gate.recall_tolerance": 1.0,
-    "validation.min_images": 5,
-}
 
 
 @dataclass(frozen=True)
@@ -70,36 +56,7 @@ class PrefectStack:
     worker_log: Path
 
     def settings(self) -> Settings:
-        return load_settings("demo", {**TINY, "state_dir": str(self.state_dir)})
-
-
-def _free_port() -> int:
-    """A free 127.0.0.1 port below the kernel's ephemeral range, which busy clients keep taking."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process started in its own session together with its children (flow runs, uvicorn)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path} absent)"
+        return load_settings("demo", {**QA_TINY, "state_dir": str(self.state_dir)})
 
 
 def _prefect(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -113,7 +70,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
     """``prefect server start`` + work pool + ``prefect deploy --all`` + ``prefect worker start``, torn down after."""
     root = tmp_path_factory.mktemp("approval-server")
     state = root / "state"
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "STEELQC_", "MLFLOW_"))}
     env = {
@@ -134,38 +91,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
         "MPLCONFIGDIR": str(state / "matplotlib"),
     }
     server_log, worker_log = root / "server.log", root / "worker.log"
-    with server_log.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True,
-        )  # fmt: skip
+    server = start(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_log, env, root
+    )
     worker: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not _healthy(f"{api_url}/health"):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prefect server did not start:\n{_tail(server_log)}")
-            time.sleep(1)
+        wait_until_up(f"{api_url}/health", server, server_log)
         _prefect(["work-pool", "create", "steelqc-process", "--type", "process"], env, root)
         _prefect(["--no-prompt", "deploy", "--all"], env, PROJECT_ROOT)
-        with worker_log.open("wb") as log:
-            # Started outside the project: the flow runs must find it through the deployment's working directory.
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", "steelqc-process"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True,
-            )  # fmt: skip
+        # Started outside the project: the flow runs must find it through the deployment's working directory.
+        worker = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "steelqc-process"], worker_log, env, root)
         yield PrefectStack(api_url, env, state, worker_log)
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(server)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+            stop(worker)
+        stop(server)
 
 
 @pytest.fixture
@@ -180,11 +120,6 @@ def prefect_api(stack: PrefectStack, monkeypatch: pytest.MonkeyPatch) -> Iterato
             assert str(client.api_url).rstrip("/") == stack.api_url
             assert client.api_healthcheck() is None
         yield stack
-
-
-@pytest.fixture(scope="module")
-def learnable_dataset(synthetic_dataset_factory) -> Path:  # type: ignore[no-untyped-def]
-    return synthetic_dataset_factory(48, seed=0, contrast=3.0)
 
 
 def _start_retrain(data: Path, overrides: dict[str, Any]) -> UUID:
@@ -206,7 +141,7 @@ def _wait_for(stack: PrefectStack, flow_run_id: UUID, done: Callable[[FlowRun], 
             if done(run):
                 return run
             if (run.state is not None and run.state.is_final()) or time.monotonic() > deadline:
-                raise AssertionError(f"flow run {flow_run_id} is {run.state_name}, expected {what}:\n{_tail(stack.worker_log)}")
+                raise AssertionError(f"flow run {flow_run_id} is {run.state_name}, expected {what}:\n{tail(stack.worker_log, 4000)}")
             time.sleep(2)
 
 
@@ -252,7 +187,7 @@ def test_approve_resumes_the_suspended_run_and_reject_leaves_the_champion(
 ) -> None:
     stack = prefect_api
     settings = stack.settings()
-    first_run = _start_retrain(learnable_dataset, TINY)
+    first_run = _start_retrain(learnable_dataset, QA_TINY)
     first = _suspended_version(stack, first_run)
     assert promotion.champion_version(settings) is None  # nothing moves while QA has not answered
 
@@ -274,7 +209,7 @@ def test_approve_resumes_the_suspended_run_and_reject_leaves_the_champion(
     client = MlflowClient(settings.mlflow_tracking_uri)
     assert [str(v.version) for v in client.search_model_versions(f"name='{settings.tracking.registered_model}'")] == [first]
 
-    second_run = _start_retrain(learnable_dataset, TINY)
+    second_run = _start_retrain(learnable_dataset, QA_TINY)
     second = _suspended_version(stack, second_run)
     rejected = _cli(stack, "reject", second, "--reviewer", "qa-lead", "--comment", "not convinced")
     assert rejected.returncode == 0, rejected.stdout + rejected.stderr
@@ -294,7 +229,7 @@ def test_approve_after_the_wait_timed_out_never_promotes(prefect_api: PrefectSta
     stack = prefect_api
     settings = stack.settings()
     champion_before = promotion.champion_version(settings)
-    flow_run_id = _start_retrain(learnable_dataset, {**TINY, "gate.approval_timeout_hours": 0.001})  # ~4 s
+    flow_run_id = _start_retrain(learnable_dataset, {**QA_TINY, "gate.approval_timeout_hours": 0.001})  # ~4 s
     # Suspended for a few seconds only: wait for the server to fail the expired pause, then find the version.
     run = _wait_for(stack, flow_run_id, lambda r: r.state is not None and r.state.is_failed(), "Failed after the timeout")
     assert "pause" in (run.state.message or "").lower(), run.state  # type: ignore[union-attr]

@@ -8,22 +8,12 @@ Dask's worker processes report task states to the Prefect API, so the test runs 
 from __future__ import annotations
 
 import os
-import random
-import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import cloudpickle
 import pandas as pd
 import pytest
-import requests
 from prefect import flow, task, unmapped
-from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.runners import task_runner
 from steelqc.config import PatchSettings
@@ -36,58 +26,6 @@ pytestmark = pytest.mark.slow
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 PATCHES = PatchSettings(size=64, stride=32, min_defect_pixels=8)
-SERVER_START_TIMEOUT_S = 180.0
-
-
-def _free_port() -> int:
-    """A free 127.0.0.1 port below the kernel's ephemeral range, which busy clients keep taking."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000 on 127.0.0.1")
-
-
-@pytest.fixture
-def prefect_server(isolated_state: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``prefect server start`` on 127.0.0.1 (SQLite in the test's state dir); PREFECT_API_URL points at it."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    log_path = isolated_state / "prefect-server.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(isolated_state)}, start_new_session=True,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not _healthy(f"{url}/health"):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prefect server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        monkeypatch.setenv("PREFECT_API_URL", url)  # inherited by the LocalCluster's worker processes
-        with temporary_settings(updates={PREFECT_API_URL: url}):  # this process read its settings at import
-            yield url
-            APILogWorker.drain_all(timeout=30)  # send buffered run logs while the server is still up
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 @task

@@ -13,14 +13,10 @@ import configparser
 import glob
 import os
 import pwd
-import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +43,8 @@ from steelqc.registry import (
 )
 from steelqc.thresholds import Thresholds
 
+from servers import free_port, start, stop, wait_until_up
+
 pytestmark = pytest.mark.slow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -57,52 +55,6 @@ AWS_KEYS = {"AWS_ACCESS_KEY_ID": "moto-test-key", "AWS_SECRET_ACCESS_KEY": "moto
 ADMIN = ("steelqc-admin", "admin-password-for-tests")  # MLflow wants at least 12 characters
 MLFLOW_DB = ("mlflow", "mlflow-db-password")
 PREFECT_DB = ("prefect", "prefect-db-password")
-SERVER_START_TIMEOUT_S = 180.0
-
-
-def _free_port() -> int:
-    """A free 127.0.0.1 port below the kernel's ephemeral range, which busy clients keep taking."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000 on 127.0.0.1")
-
-
-def _start(command: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    """Start a server in its own process group so stopping it also stops the workers it forks."""
-    with log_path.open("wb") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not up after {SERVER_START_TIMEOUT_S:.0f} s:\n{log_path.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 def _initdb() -> Path | None:
@@ -142,7 +94,7 @@ def postgres() -> Iterator[Postgres]:
             pytest.skip("running as root needs runuser and the 'postgres' user (Debian's postgresql package)")
         run_as = [runuser, "-u", "postgres", "--"]
     root = Path(tempfile.mkdtemp(prefix="steelqc-pg-"))
-    superuser, password, port = "steelqc_superuser", "superuser-password", _free_port()
+    superuser, password, port = "steelqc_superuser", "superuser-password", free_port()
     pwfile = root / "pwfile"
     pwfile.write_text(password + "\n")
     if owner is not None:
@@ -173,17 +125,17 @@ def postgres() -> Iterator[Postgres]:
 def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server on 127.0.0.1 holding the artefact bucket; yields its endpoint URL."""
     workdir = tmp_path_factory.mktemp("moto")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **AWS_KEYS, "HOME": str(workdir)}
     log = workdir / "moto.log"
-    process = _start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log, env, workdir)
+    process = start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log, env, workdir)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(endpoint, process, log)
+        wait_until_up(endpoint, process, log)
         boto3.client("s3", endpoint_url=endpoint, **_boto_keys()).create_bucket(Bucket=BUCKET)
         yield endpoint
     finally:
-        _stop(process)
+        stop(process)
 
 
 def _boto_keys() -> dict[str, str]:
@@ -225,7 +177,7 @@ def mlflow_server(postgres: Postgres, moto_s3: str, tmp_path_factory: pytest.Tem
     with auth_ini.open("w") as handle:
         auth.write(handle)
 
-    port = _free_port()
+    port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_TRACKING_")}
     env.update(
         AWS_KEYS,
@@ -246,13 +198,13 @@ def mlflow_server(postgres: Postgres, moto_s3: str, tmp_path_factory: pytest.Tem
         "--app-name", "basic-auth",
     ]  # fmt: skip
     log = workdir / "mlflow.log"
-    process = _start(command, log, env, workdir)
+    process = start(command, log, env, workdir)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(f"{url}/health", process, log)
+        wait_until_up(f"{url}/health", process, log)
         yield url
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture

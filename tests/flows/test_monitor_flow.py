@@ -6,15 +6,7 @@ on a blurred one, logs both to the ``steelqc-monitoring`` MLflow experiment, and
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -122,40 +114,6 @@ def test_cli_inspect_then_monitor(champion_with_reference: dict[str, str], tmp_p
     assert empty.exit_code == 2 and "production patch log has no rows" in empty.output
     bad = runner.invoke(app, ["inspect", str(images), "--out", str(tmp_path / "x"), "--image-size", "wide", *sets])
     assert bad.exit_code == 2 and "HEIGHTxWIDTH" in bad.output
-
-
-@pytest.fixture
-def prefect_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``prefect server start`` on 127.0.0.1 with its own home; PREFECT_API_URL points at it. Stopped after the test."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("prefect server did not start")
-                time.sleep(0.5)
-        monkeypatch.setenv("PREFECT_API_URL", api)
-        yield api
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def test_drift_triggers_the_retrain_deployment(

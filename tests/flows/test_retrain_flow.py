@@ -19,27 +19,10 @@ from flows.retrain import retrain
 from steelqc import promotion
 from steelqc.config import load_settings
 from steelqc.validation import ValidationFailed
+from tiny import TINY
 
 pytestmark = pytest.mark.slow
 
-# Small but learnable: 48 high-contrast strips, a small CNN at 64 px, 3 epochs (~1 min a run on 2 cores).
-TINY: dict[str, Any] = {
-    "model.backbone": "small_cnn",
-    "model.weights": "none",
-    "model.input_size": 64,
-    "train.epochs_frozen": 3,
-    "train.epochs_finetune": 0,
-    "train.batch_size": 32,
-    "thresholds.recall_target": 0.5,
-    "thresholds.confidence": None,
-    "gate.min_patch_specificity": 0.0,
-    "validation.min_images": 5,
-}
-
-
-@pytest.fixture(scope="module")
-def learnable_dataset(synthetic_dataset_factory) -> Path:  # type: ignore[no-untyped-def]
-    return synthetic_dataset_factory(48, seed=0, contrast=3.0)
 
 
 def _run(data: Path) -> dict[str, Any]:
