@@ -29,7 +29,7 @@ def test_train_against_an_unreachable_tracking_server_exits_2(tmp_path: Path) ->
 
 def test_train_on_a_missing_dataset_names_it(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", str(tmp_path / "nowhere"), "--config", "demo"])
-    assert result.exit_code == 2 and "train.csv" in result.output
+    assert result.exit_code == 2 and "dataset folder not found" in result.output and "nowhere" in result.output
 
 
 def test_evaluate_unknown_model_fails_cleanly(tmp_path: Path) -> None:
