@@ -75,6 +75,7 @@ def retrain(
         "champion_before": champion["version"],
         "work_dir": str(work_dir),
         "data_docs": validation["docs_index"],
+        "data_root": data_root,
     }
     if not decision["passed"]:
         logger.warning("gate failed for v%s: %s (champion unchanged)", version, decision["reason"])

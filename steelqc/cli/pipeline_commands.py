@@ -85,5 +85,6 @@ def demo(sets: list[str] = SetOption) -> None:
                "   → http://127.0.0.1:5000")
     typer.echo(f"  data docs:   {summary['data_docs']}")
     typer.echo(f"  evaluation:  {summary['work_dir']}/evaluation/")
-    typer.echo(f"  inspect:     .venv/bin/steelqc inspect {state}/data --out {state}/inspect   |   app: .venv/bin/steelqc app")
+    typer.echo(f"  inspect:     .venv/bin/steelqc inspect {summary['data_root']}/train_images --out {state}/inspect")
+    typer.echo("  app:         .venv/bin/steelqc app   → http://127.0.0.1:8501")
     typer.echo("  promotions:  .venv/bin/steelqc promotions")
