@@ -90,12 +90,24 @@ def _client(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
+# What the registry answers for a model or alias that does not exist; any other error (a tracking server
+# that is down, a broken store) must propagate: read as "no champion" it would let the gate pass on the
+# target alone and promote over the real champion.
+MISSING_ERROR_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+
+
+def _is_missing(exc: MlflowException) -> bool:
+    return exc.error_code in MISSING_ERROR_CODES
+
+
 def alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
     """The version an alias points to, or None when the alias (or the model) does not exist."""
     try:
         return str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if _is_missing(exc):
+            return None
+        raise
 
 
 def champion_version(settings: Settings) -> str | None:
@@ -105,8 +117,10 @@ def champion_version(settings: Settings) -> str | None:
 def _version(client: MlflowClient, model_name: str, version: str) -> ModelVersion:
     try:
         return client.get_model_version(model_name, str(version))
-    except MlflowException:
-        raise PromotionError(f"model {model_name!r} has no version {version}") from None
+    except MlflowException as exc:
+        if _is_missing(exc):
+            raise PromotionError(f"model {model_name!r} has no version {version}") from None
+        raise
 
 
 @contextmanager
@@ -182,8 +196,10 @@ def list_pending(settings: Settings) -> list[PendingPromotion]:
     name = settings.tracking.registered_model
     try:
         versions = client.search_model_versions(f"name='{name}' and tag.{TAG_APPROVAL}='pending'")
-    except MlflowException:
-        return []
+    except MlflowException as exc:
+        if _is_missing(exc):
+            return []
+        raise
     pending = [
         PendingPromotion(
             version=str(v.version),
@@ -294,17 +310,18 @@ def champion_card(settings: Settings) -> dict[str, Any] | None:
     """What an operator should know about the model deciding right now; None when there is no champion."""
     client = _client(settings)
     name = settings.tracking.registered_model
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
         return None
+    version = client.get_model_version(name, current)
     tags = version.tags
     metrics: dict[str, float] = {}
     if version.run_id:
         try:
             metrics = dict(client.get_run(version.run_id).data.metrics)
-        except MlflowException:
-            metrics = {}
+        except MlflowException as exc:
+            if not _is_missing(exc):
+                raise
     return {
         "version": str(version.version),
         "t_pass": tags.get("t_pass"),

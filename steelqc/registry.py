@@ -363,32 +363,6 @@ def register_version(model_uri: str, name: str, tags: Mapping[str, str]) -> Mode
     return mlflow.register_model(model_uri, name, tags=dict(tags))
 
 
-def get_version_by_alias(name: str, alias: str) -> ModelVersion | None:
-    """The version an alias points at, or None when the model or the alias does not exist."""
-    try:
-        return MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
-            return None
-        raise
-
-
-def set_alias(name: str, alias: str, version: str | int) -> None:
-    """Point ``alias`` at ``version`` (moving it if it pointed elsewhere)."""
-    MlflowClient().set_registered_model_alias(name, alias, str(version))
-
-
-def set_version_tags(name: str, version: str | int, tags: Mapping[str, Any]) -> None:
-    """Add or overwrite tags on one model version."""
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, str(value))
-
-
-def get_version_tags(name: str, version: str | int) -> dict[str, str]:
-    return dict(MlflowClient().get_model_version(name, str(version)).tags)
-
-
 @dataclass(frozen=True)
 class ModelMetadata:
     """What a caller needs to show about a loaded model: where it came from and how it decides."""

@@ -142,3 +142,12 @@ def test_cli_approve_reject_rollback_promotions(settings: Settings, tmp_path: Pa
     result = runner.invoke(app, ["promotions"])
     assert result.exit_code == 0
     assert f"champion: v{first}" in result.output and "reject" in result.output
+
+
+def test_unreachable_registry_is_an_error_not_no_champion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read as "no champion", a registry outage would let a challenger pass on the target alone."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    client = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")
+    with pytest.raises(Exception):  # noqa: B017 - MLflow or requests, depending on where the connection fails
+        promotion.alias_version(client, "steelqc", promotion.CHAMPION)

@@ -19,21 +19,18 @@ from steelqc.config import load_settings
 from steelqc.data.errors import ImageDecodeError
 from steelqc.data.images import encode_png
 from steelqc.inference import Inspector
+from steelqc.promotion import alias_version
 from steelqc.registry import (
     TrackingUnavailableError,
     configure_tracking,
     ensure_experiment,
     flatten_settings,
-    get_version_by_alias,
-    get_version_tags,
     git_commit,
     images_from_model_input,
     load_inspector,
     log_epoch_metrics,
     log_pyfunc_model,
     register_version,
-    set_alias,
-    set_version_tags,
     version_tags,
 )
 from steelqc.thresholds import Thresholds
@@ -134,7 +131,7 @@ def test_logged_pyfunc_decides_and_registered_version_carries_tags_and_aliases()
     version = register_version(info.model_uri, "steelqc-unit", tags)
     assert str(version.version) == "1" and version.run_id == run.info.run_id
 
-    stored = get_version_tags("steelqc-unit", 1)
+    stored = mlflow.MlflowClient().get_model_version("steelqc-unit", "1").tags
     assert {k: stored[k] for k in ("recall", "precision", "specificity", "t_pass", "t_fail", "data_hash")} == {
         "recall": "0.990000",
         "precision": "0.500000",
@@ -145,12 +142,11 @@ def test_logged_pyfunc_decides_and_registered_version_carries_tags_and_aliases()
     }
     assert stored["recall_bound"] == "1.000000" and stored["git_commit"]
 
-    assert get_version_by_alias("steelqc-unit", "champion") is None
-    assert get_version_by_alias("no-such-model", "champion") is None
-    set_alias("steelqc-unit", "champion", 1)
-    assert str(get_version_by_alias("steelqc-unit", "champion").version) == "1"
-    set_version_tags("steelqc-unit", 1, {"gate_decision": "passed"})
-    assert get_version_tags("steelqc-unit", 1)["gate_decision"] == "passed"
+    client = mlflow.MlflowClient()
+    assert alias_version(client, "steelqc-unit", "champion") is None
+    assert alias_version(client, "no-such-model", "champion") is None
+    client.set_registered_model_alias("steelqc-unit", "champion", "1")
+    assert alias_version(client, "steelqc-unit", "champion") == "1"
 
     images = [strip(), strip(160), strip(250)]
     pyfunc = mlflow.pyfunc.load_model("models:/steelqc-unit@champion")

@@ -38,7 +38,6 @@ from steelqc.registry import (
     load_inspector,
     log_pyfunc_model,
     register_version,
-    set_alias,
     version_tags,
 )
 from steelqc.thresholds import Thresholds
@@ -248,7 +247,7 @@ def _log_register_promote_and_load(settings: Settings, experiment_id: str) -> No
         info = log_pyfunc_model(model, thresholds, settings.patches, image)
     name = settings.tracking.registered_model
     version = register_version(info.model_uri, name, version_tags(metrics, thresholds, "pg-s3-data-hash"))
-    set_alias(name, "champion", version.version)
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", str(version.version))
 
     inspector, metadata = load_inspector(f"models:/{name}@champion")
     assert metadata.version == str(version.version)
