@@ -20,9 +20,7 @@ from steelqc.data.dataset import Dataset
 from steelqc.data.synth import generate_dataset
 from steelqc.patches import assign_splits, index_images, write_index
 from steelqc.validation import load_manifest, scan_image_files, validate_dataset
-from tasks.retries import retry_policy
-
-IO_RETRIES = retry_policy()
+from tasks.retries import IO_RETRIES
 
 # A run resumed after the QA suspension gets DataFrames (and dicts holding them or numpy ints) back from
 # result storage; Prefect hashes those by pickle, which differs from the originals', so every task after

@@ -17,8 +17,9 @@ from steelqc.config import Settings
 from steelqc.inference import Inspector
 from steelqc.monitoring import MonitoringDataError, download_reference, patch_log_of
 from steelqc.registry import ModelMetadata, configure_tracking, load_inspector
+from tasks.retries import tracking_retry_policy
 
-IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [5, 30]}
+IO_RETRIES = tracking_retry_policy()
 
 
 @task(name="load-model", cache_policy=NO_CACHE, **IO_RETRIES)

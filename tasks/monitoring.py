@@ -27,8 +27,9 @@ from steelqc.monitoring import (
     read_window,
 )
 from steelqc.registry import configure_tracking
+from tasks.retries import tracking_retry_policy
 
-IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [5, 30]}
+IO_RETRIES = tracking_retry_policy()
 RETRAIN_DEPLOYMENT = "retrain/retrain"
 
 

@@ -13,7 +13,6 @@ from typing import Any
 import keras
 import mlflow
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from prefect import task
 
 from steelqc import promotion, train_job
@@ -21,7 +20,6 @@ from steelqc.config import Settings
 from steelqc.evaluation import EvaluationReport
 from steelqc.gate import GateDecision, gate
 from steelqc.registry import (
-    TrackingUnavailableError,
     configure_tracking,
     ensure_experiment,
     flatten_settings,
@@ -32,10 +30,10 @@ from steelqc.thresholds import Thresholds
 from steelqc.training import predict_split
 from steelqc.validation import load_manifest
 from tasks.data import RESUMABLE, clean_dataset
-from tasks.retries import retry_policy
+from tasks.retries import tracking_retry_policy
 
 # MLflow and the tracking server may come back; so may the network under them.
-IO_RETRIES = retry_policy(MlflowException, TrackingUnavailableError)
+IO_RETRIES = tracking_retry_policy()
 
 
 

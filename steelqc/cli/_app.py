@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
+# Output that is not a terminal (logs, pipes, tests) is laid out this wide, whatever COLUMNS says.
+LOG_WIDTH = 200
+# soft_wrap: messages are never broken inside a sentence or a path (users grep logs for them); the terminal
+# wraps long lines itself, and output that is not a terminal gets each message on one line.
+console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else LOG_WIDTH)
+
+
+def stdout_console() -> Console:
+    """Standard output as it is now: a terminal's own width, else wide enough that no table cell is cut."""
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else LOG_WIDTH)
 
 ConfigOption = typer.Option(None, "--config", "-c", help="Profile name (demo, severstal) or path to a YAML file")
 SetOption = typer.Option(None, "--set", help="Override a setting: --set train.epochs_frozen=2 (repeatable)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from steelqc.cli._app import ConfigOption, SetOption, app, fail, settings_from_cli
+from steelqc.cli._app import ConfigOption, SetOption, app, fail, settings_from_cli, stdout_console
 
 ReviewerOption = typer.Option(..., "--reviewer", "-r", help="Who decides (recorded on the model version)")
 CommentOption = typer.Option("", "--comment", "-m", help="Why")
@@ -90,8 +90,6 @@ def promotions(config: str = ConfigOption, sets: list[str] = SetOption) -> None:
         history.add_column(column)
     for row in decisions.itertuples(index=False):
         history.add_row(*[str(value) for value in row])
-    from rich.console import Console
-
-    out = Console()
+    out = stdout_console()
     out.print(pending)
     out.print(history)
