@@ -19,10 +19,10 @@ from steelqc.monitoring import MonitoringDataError, download_reference, patch_lo
 from steelqc.registry import ModelMetadata, configure_tracking, load_inspector
 from tasks.retries import tracking_retry_policy
 
-IO_RETRIES = tracking_retry_policy()
+TRACKING_RETRIES = tracking_retry_policy()
 
 
-@task(name="load-model", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(name="load-model", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def load_model(settings: Settings, model_uri: str) -> tuple[Inspector, ModelMetadata, Any]:
     """The Inspector of ``model_uri`` and the PCA of its reference set (None, with a warning, if it has none)."""
     import tempfile
@@ -38,7 +38,7 @@ def load_model(settings: Settings, model_uri: str) -> tuple[Inspector, ModelMeta
     return inspector, meta, reducer
 
 
-@task(name="inspect-images", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(name="inspect-images", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def inspect_images(
     inspector: Inspector,
     meta: ModelMetadata,

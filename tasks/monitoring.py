@@ -29,18 +29,18 @@ from steelqc.monitoring import (
 from steelqc.registry import configure_tracking
 from tasks.retries import tracking_retry_policy
 
-IO_RETRIES = tracking_retry_policy()
+TRACKING_RETRIES = tracking_retry_policy()
 RETRAIN_DEPLOYMENT = "retrain/retrain"
 
 
-@task(name="resolve-model", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(name="resolve-model", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def resolve_model(settings: Settings, model_uri: str) -> tuple[str | None, str]:
     """``(version, run id)`` of the model whose reference the production window is compared with."""
     configure_tracking(settings)
     return model_version_of(model_uri)
 
 
-@task(name="load-reference", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(name="load-reference", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def load_reference_set(run_id: str, folder: str | None) -> pd.DataFrame:
     """The reference set logged with the model's run, or the one in ``folder`` when given."""
     if folder is not None:
@@ -49,7 +49,7 @@ def load_reference_set(run_id: str, folder: str | None) -> pd.DataFrame:
         return download_reference(run_id, tmp)[0]
 
 
-@task(name="read-patch-log", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(name="read-patch-log", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def read_patch_log(
     settings: Settings, since: date | None, until: date | None, model_version: str | None
 ) -> tuple[pd.DataFrame, int]:
@@ -63,14 +63,14 @@ def drift_check(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, s
     return drift_report(reference, current, out_dir, settings)
 
 
-@task(name="log-drift-run", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(name="log-drift-run", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def log_to_mlflow(settings: Settings, result: DriftResult, params: dict[str, str]) -> str:
     """Metrics and the report in the ``<prefix>-monitoring`` experiment; the MLflow run id."""
     configure_tracking(settings)
     return log_drift_run(settings, result, params)
 
 
-@task(name="trigger-retrain", cache_policy=NO_CACHE, **IO_RETRIES)
+@task(name="trigger-retrain", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def trigger_retrain(parameters: dict[str, Any]) -> str:
     """Start a run of the ``retrain`` deployment without waiting for it; its flow run id."""
     from prefect.deployments import run_deployment

@@ -33,11 +33,11 @@ from tasks.data import RESUMABLE, clean_dataset
 from tasks.retries import tracking_retry_policy
 
 # MLflow and the tracking server may come back; so may the network under them.
-IO_RETRIES = tracking_retry_policy()
+TRACKING_RETRIES = tracking_retry_policy()
 
 
 
-@task(name="start-mlflow-run", persist_result=True, cache_policy=RESUMABLE, **IO_RETRIES)
+@task(name="start-mlflow-run", persist_result=True, cache_policy=RESUMABLE, **TRACKING_RETRIES)
 def start_run(settings: Settings, validation: dict[str, Any], index: pd.DataFrame, flow_run_id: str) -> str:
     """Open the MLflow run every later task logs into: full config, lineage, git commit."""
     configure_tracking(settings)
@@ -102,7 +102,7 @@ def evaluate(
     return train_job.evaluate_test(clean, index, scores, Thresholds.from_dict(thresholds), work_dir / "evaluation")
 
 
-@task(name="register-model", persist_result=True, cache_policy=RESUMABLE, **IO_RETRIES)
+@task(name="register-model", persist_result=True, cache_policy=RESUMABLE, **TRACKING_RETRIES)
 def register(
     manifest_path: str, index: pd.DataFrame, settings: Settings, training: dict[str, Any],
     thresholds: dict[str, Any], evaluation: EvaluationReport, data_hash: str, run_id: str,
@@ -118,7 +118,7 @@ def register(
     return str(version.version)
 
 
-@task(name="score-champion", persist_result=True, cache_policy=RESUMABLE, **IO_RETRIES)
+@task(name="score-champion", persist_result=True, cache_policy=RESUMABLE, **TRACKING_RETRIES)
 def score_champion(manifest_path: str, index: pd.DataFrame, settings: Settings, work_dir: Path) -> dict[str, Any]:
     """Re-score the current champion on *this* run's test split, so the gate compares like with like."""
     configure_tracking(settings)
@@ -153,7 +153,7 @@ def run_gate(
     return decision.to_dict()
 
 
-@task(name="promote", persist_result=True, **IO_RETRIES)
+@task(name="promote", persist_result=True, **TRACKING_RETRIES)
 def promote(settings: Settings, version: str, decision: dict[str, Any], reviewer: str, comment: str) -> str:
     """Move the champion alias if nothing raced this run since its gate."""
     record = promotion.promote(
@@ -163,6 +163,6 @@ def promote(settings: Settings, version: str, decision: dict[str, Any], reviewer
     return record.version
 
 
-@task(name="reject", persist_result=True, **IO_RETRIES)
+@task(name="reject", persist_result=True, **TRACKING_RETRIES)
 def reject(settings: Settings, version: str, reviewer: str, comment: str, status: str = "rejected") -> None:
     promotion.reject(settings, version, reviewer=reviewer, comment=comment, status=status)

@@ -23,12 +23,18 @@ app = typer.Typer(
 LOG_WIDTH = 200
 # soft_wrap: messages are never broken inside a sentence or a path (users grep logs for them); the terminal
 # wraps long lines itself, and output that is not a terminal gets each message on one line.
-console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else LOG_WIDTH)
+def _unwrapped_console(*, stderr: bool) -> Console:
+    """A terminal's own width, else wide enough that no table cell is cut; messages never wrapped."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, soft_wrap=True, width=None if stream.isatty() else LOG_WIDTH)
+
+
+console = _unwrapped_console(stderr=True)
 
 
 def stdout_console() -> Console:
-    """Standard output as it is now: a terminal's own width, else wide enough that no table cell is cut."""
-    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else LOG_WIDTH)
+    """Standard output as it is now (tests and pipes swap it per command, so built at call time)."""
+    return _unwrapped_console(stderr=False)
 
 ConfigOption = typer.Option(None, "--config", "-c", help="Profile name (demo, severstal) or path to a YAML file")
 SetOption = typer.Option(None, "--set", help="Override a setting: --set train.epochs_frozen=2 (repeatable)")
