@@ -92,7 +92,7 @@ class PatchSettings(_Section):
 class ModelSettings(_Section):
     """Backbone and input geometry."""
 
-    backbone: Literal["efficientnetb0", "small_cnn"] = "efficientnetb0"
+    backbone: Literal["efficientnet_lite0", "efficientnetb0", "small_cnn"] = "efficientnet_lite0"
     weights: str = Field("imagenet", description="imagenet | none | path to a .h5 / .weights.h5 file")
     input_size: int = Field(256, ge=32, description="Patches are resized to this before the backbone")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)

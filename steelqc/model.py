@@ -1,4 +1,4 @@
-"""The patch classifier: one preprocessing function, two backbones, a small head ending in one sigmoid.
+"""The patch classifier: one preprocessing function, three backbones, a small head ending in one sigmoid.
 
 Everything that changes pixel values (resizing, channel repeat, rescaling) is a layer *inside* the model, and
 the only thing done outside is :func:`preprocess_patches` (shape and dtype, values stay 0–255). Training,
@@ -15,6 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from steelqc.config import ModelSettings
+from steelqc.lite0 import WeightsUnavailableError, efficientnet_lite0, load_imagenet_weights
+
+__all__ = ["WeightsUnavailableError", "build_backbone", "build_model", "embedding_model", "preprocess_patches"]
 
 BACKBONE_LAYER = "backbone"
 EMBEDDING_LAYER = "embedding"
@@ -22,10 +25,6 @@ EMBEDDING_UNITS = 64
 SMALL_CNN_FILTERS = (32, 64, 96, 128)
 
 PatchArray = TypeVar("PatchArray", np.ndarray, tf.Tensor)
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Backbone weights that cannot be obtained (offline ImageNet download, missing or mismatched file)."""
 
 
 def preprocess_patches(patches: PatchArray) -> PatchArray:
@@ -61,6 +60,13 @@ def _efficientnet_backbone(*, imagenet: bool, input_size: int) -> keras.Model:
                 "`model.weights: /path/to/file.h5` (or `model.weights: none` for random weights)"
             ) from exc
     return keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=shape, name=BACKBONE_LAYER)
+
+
+def _lite0_backbone(*, imagenet: bool, input_size: int) -> keras.Model:
+    backbone = efficientnet_lite0((input_size, input_size, 3), name=BACKBONE_LAYER)
+    if imagenet:
+        load_imagenet_weights(backbone)
+    return backbone
 
 
 def _small_cnn_backbone(input_size: int) -> keras.Model:
@@ -103,6 +109,8 @@ def build_backbone(settings: ModelSettings) -> keras.Model:
         )
     if settings.backbone == "efficientnetb0":
         backbone = _efficientnet_backbone(imagenet=kind == "imagenet", input_size=settings.input_size)
+    elif settings.backbone == "efficientnet_lite0":
+        backbone = _lite0_backbone(imagenet=kind == "imagenet", input_size=settings.input_size)
     else:
         backbone = _small_cnn_backbone(settings.input_size)
     if kind == "file":
@@ -143,7 +151,7 @@ def _block_name(layer_name: str) -> str | None:
 def set_backbone_trainable(model: keras.Model, n_top_blocks: int | None) -> None:
     """Freeze the backbone except its top ``n_top_blocks`` blocks (``None``: the whole backbone trains).
 
-    EfficientNet's ``top`` conv counts with the last block; BatchNormalization layers stay frozen when
+    EfficientNet's (B0 and Lite0) ``top`` conv counts with the last block; BatchNormalization layers stay frozen when
     fine-tuning a part, so small batches cannot wreck the pretrained statistics. Recompile afterwards.
     """
     backbone = model.get_layer(BACKBONE_LAYER)

@@ -229,7 +229,7 @@ def fit_two_stage(
             if stage == 1:
                 set_backbone_trainable(model, 0 if pretrained else None)
             else:
-                blocks = mcfg.fine_tune_blocks if mcfg.backbone == "efficientnetb0" else None
+                blocks = mcfg.fine_tune_blocks if mcfg.backbone != "small_cnn" else None
                 set_backbone_trainable(model, blocks)
             _compile(model, learning_rate)
         _run_stage(model, stage, epochs, train_data, val_data, state, folder, cfg.patience, on_epoch_end)

@@ -12,10 +12,12 @@ from steelqc.config import ConfigError, load_settings
 
 def test_defaults_and_profiles() -> None:
     default = load_settings()
-    assert default.model.backbone == "efficientnetb0" and default.patches.size == 256
+    assert default.model.backbone == "efficientnet_lite0" and default.model.weights == "imagenet"  # works offline
+    assert default.patches.size == 256
     demo = load_settings("demo")
     assert demo.profile == "demo" and demo.model.backbone == "small_cnn"
-    assert load_settings("severstal").model.weights == "imagenet"
+    severstal = load_settings("severstal")
+    assert severstal.model.backbone == "efficientnet_lite0" and severstal.model.weights == "imagenet"
 
 
 def test_precedence_profile_env_override(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,3 +90,30 @@ def test_train_registers_a_version_that_decides_and_evaluate_reproduces_it(
     assert report.metrics["patch_recall"] == pytest.approx(summary["patch_recall"], abs=1e-9)
     with pytest.raises(ValueError, match="128px patches"):
         score_model_on_split("models:/steelqc/1", clean, index.assign(size=128), settings, tmp_path / "other")
+
+
+@pytest.mark.slow
+def test_pretrained_lite0_trains_in_two_stages_and_its_version_decides(synthetic_dataset: Path) -> None:
+    lite0 = [
+        "--set", "model.backbone=efficientnet_lite0",
+        "--set", "model.weights=imagenet",
+        "--set", "model.input_size=64",
+        "--set", "model.fine_tune_blocks=1",
+        "--set", "train.epochs_frozen=1",
+        "--set", "train.epochs_finetune=1",
+        "--set", "train.batch_size=32",
+        "--set", "data.image_workers=2",
+    ]  # fmt: skip
+    trained = CliRunner().invoke(app, ["train", str(synthetic_dataset), "--config", "demo", *lite0])
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads(trained.stdout.strip().splitlines()[-1])
+
+    configure_tracking(load_settings("demo"))
+    client = MlflowClient()
+    run = client.get_run(summary["run_id"])
+    assert run.data.params["model.backbone"] == "efficientnet_lite0" and run.data.params["model.weights"] == "imagenet"
+    assert len(client.get_metric_history(run.info.run_id, "val_pr_auc")) == 2  # one epoch per stage
+    dataset = Dataset.open(str(synthetic_dataset))
+    images = [dataset.image_bytes(i) for i in dataset.image_ids[:2]]
+    decisions = mlflow.pyfunc.load_model(f"models:/steelqc/{summary['version']}").predict(pd.DataFrame({"image": images}))
+    assert len(decisions) == 2 and set(decisions["decision"]) <= {"PASS", "HOLD", "FAIL"}
