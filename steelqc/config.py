@@ -246,7 +246,7 @@ class _ResolvedSettings(Settings):
 
 
 def profile_path(name_or_path: str | Path) -> Path:
-    """Resolve ``demo`` / ``severstal`` to the packaged profile, or accept a path to any YAML file."""
+    """Resolve a packaged profile name (``demo``, ``real``, ``severstal``) or accept a path to any YAML file."""
     candidate = Path(name_or_path)
     if candidate.suffix in {".yaml", ".yml"}:
         if candidate.exists():

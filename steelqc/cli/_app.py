@@ -36,7 +36,7 @@ def stdout_console() -> Console:
     """Standard output as it is now (tests and pipes swap it per command, so built at call time)."""
     return _unwrapped_console(stderr=False)
 
-ConfigOption = typer.Option(None, "--config", "-c", help="Profile name (demo, severstal) or path to a YAML file")
+ConfigOption = typer.Option(None, "--config", "-c", help="Profile name (demo, real, severstal) or path to a YAML file")
 SetOption = typer.Option(None, "--set", help="Override a setting: --set train.epochs_frozen=2 (repeatable)")
 
 
