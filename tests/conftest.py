@@ -56,6 +56,12 @@ def neu_det() -> Path:
 
 
 @pytest.fixture(scope="session")
+def magnetic_tile() -> Path:
+    """Magnetic tile: 877 real grey images of many sizes, a PNG mask beside each (MT_<Class>/Imgs/), 619 clean."""
+    return shared_dir("magnetic-tile")
+
+
+@pytest.fixture(scope="session")
 def synthetic_dataset_factory(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """``make(images, seed, **generate_dataset_kwargs) -> Path``: a generated dataset, built once per argument set."""
     from steelqc.data.synth import generate_dataset

@@ -4,7 +4,7 @@ Each ``*_commands`` module registers its commands on the shared app when importe
 """
 
 from steelqc.cli._app import app
-from steelqc.cli import data_commands  # noqa: F401  (registers synth, import-voc)
+from steelqc.cli import data_commands  # noqa: F401  (registers synth, import-voc, import-masks)
 from steelqc.cli import validate_commands  # noqa: F401  (registers validate)
 from steelqc.cli import patch_commands  # noqa: F401  (registers patches)
 from steelqc.cli import promotion_commands  # noqa: F401  (registers approve, reject, rollback, promotions)

@@ -35,7 +35,11 @@ class ImageDecodeError(DataError):
 
 
 class ImageSizeError(DataError):
-    """An image whose height × width differs from the dataset's."""
+    """An image whose height × width differs from the dataset's (or a mask whose size differs from its image's)."""
+
+
+class MaskError(DataError):
+    """A mask image that is missing, unpaired, or contradicts its folder (defect pixels in a clean folder)."""
 
 
 class DatasetError(DataError):

@@ -50,8 +50,8 @@ def _is_truncated(data: bytes, fmt: str) -> bool:
     return False
 
 
-def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
-    """Decode image bytes to grayscale; raise :class:`ImageDecodeError` naming ``name`` on any problem."""
+def _decode_raw(data: bytes, name: str) -> tuple[np.ndarray, str]:
+    """The file's pixels as stored (any depth and channel count) and its format, after the content checks."""
     if not data:
         raise ImageDecodeError("empty file", file=name)
     fmt = sniff_format(data)
@@ -62,6 +62,12 @@ def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
     raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if raw is None or raw.size == 0:
         raise ImageDecodeError(f"{fmt.upper()} data could not be decoded", file=name)
+    return raw, fmt
+
+
+def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
+    """Decode image bytes to grayscale; raise :class:`ImageDecodeError` naming ``name`` on any problem."""
+    raw, fmt = _decode_raw(data, name)
     if raw.dtype != np.uint8:
         raw = cv2.convertScaleAbs(raw, alpha=255.0 / max(float(raw.max()), 1.0))
     if raw.ndim == 2:
@@ -74,6 +80,35 @@ def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
     if channels == 4:
         return DecodedImage(cv2.cvtColor(raw, cv2.COLOR_BGRA2GRAY), fmt, 4)
     raise ImageDecodeError(f"unsupported channel count {channels}", file=name)
+
+
+def decode_mask_bytes(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
+    """A mask image as a boolean (H, W) array: True where any colour channel is non-zero.
+
+    Not via grey: a dark colour (blue 1) rounds to grey 0 and would vanish. Alpha is ignored, since
+    annotation tools write both transparent and opaque black backgrounds.
+    """
+    raw, _ = _decode_raw(data, name)
+    if raw.ndim == 2:
+        return raw != 0
+    if raw.shape[2] not in (1, 3, 4):
+        raise ImageDecodeError(f"unsupported channel count {raw.shape[2]}", file=name)
+    return (raw[:, :, :3] != 0).any(axis=2)
+
+
+def read_image_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` from a file's header, without decoding its pixels (~20x faster than decoding):
+    importers plan the output size before they decode anything."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a readable image", file=str(path)) from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    return height, width
 
 
 def read_image(source: str | Path | bytes, *, name: str | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Convert other annotation formats into the Severstal layout, so every stage reads one format.
+"""Convert Pascal VOC box annotations into the Severstal layout, so every stage reads one format.
 
 Pascal VOC (e.g. NEU-DET): ``SRC/images/*.jpg`` (or ``JPEGImages/``) and ``SRC/annotations/*.xml`` (or
 ``Annotations/``), one XML per image. Boxes become rectangular masks; class names are kept in
@@ -18,34 +18,21 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from steelqc.data.dataset import (
-    IMAGES_DIR,
-    LABEL_COLUMNS,
-    DatasetMeta,
-    check_image_id,
-    create_dataset_storage,
-    write_labels_and_meta,
-)
+from steelqc.data.dataset import IMAGES_DIR, LABEL_COLUMNS, DatasetMeta, check_image_id, write_labels_and_meta
 from steelqc.data.errors import DatasetError, ImageSizeError, LabelFormatError, MissingImageError, UnsafeImageIdError
 from steelqc.data.images import decode_image_bytes, encode_jpeg
+from steelqc.data.import_common import IMAGE_ID_PATTERN, IMAGE_SUFFIXES, ImportSummary, staged_dataset
 from steelqc.data.rle import encode_rle
 
-VOC_IMAGE_ID_PATTERN = r"^[A-Za-z0-9_\-]+\.jpg$"
 _IMAGE_DIRS = ("images", "JPEGImages")
 _ANNOTATION_DIRS = ("annotations", "Annotations")
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 @dataclass(frozen=True)
-class ImportSummary:
-    """What an import wrote."""
+class VocImportSummary(ImportSummary):
+    """What a VOC import wrote, with the number of boxes read."""
 
-    root: str
-    images: int
     boxes: int
-    classes: dict[int, str]
-    masks_per_class: dict[int, int]
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -129,8 +116,8 @@ def _check_items(
         if image_path is None:
             raise MissingImageError(f"annotated image {stem!r} not found", file=str(xml))
         image_id = check_image_id(f"{stem}.jpg", file=str(xml))
-        if not re.fullmatch(VOC_IMAGE_ID_PATTERN, image_id):
-            raise UnsafeImageIdError(f"file name {image_id!r} does not match {VOC_IMAGE_ID_PATTERN}", file=str(image_path))
+        if not re.fullmatch(IMAGE_ID_PATTERN, image_id):
+            raise UnsafeImageIdError(f"file name {image_id!r} does not match {IMAGE_ID_PATTERN}", file=str(image_path))
         if image_id in seen:
             raise LabelFormatError(f"a second annotation for {image_id}", file=str(xml))
         seen.add(image_id)
@@ -154,12 +141,13 @@ def import_voc(
     *,
     image_size: tuple[int, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> ImportSummary:
+) -> VocImportSummary:
     """Convert a Pascal VOC dataset at ``src`` into the Severstal layout at ``out`` (folder or ``s3://``).
 
     ``image_size=(height, width)`` resizes every image (boxes scale with it); otherwise all images must share
     one size. Bad XML, a missing image, an image without annotation, or a box outside its image raises a
-    typed error naming the file, before anything is written. ``progress(done, total)`` counts both passes
+    typed error naming the file, before anything is written (and the output only appears once complete:
+    :func:`~steelqc.data.import_common.staged_dataset`). ``progress(done, total)`` counts both passes
     (checking, then writing), so ``total`` is twice the image count.
     """
     started = time.perf_counter()
@@ -167,7 +155,7 @@ def import_voc(
     image_dir, annotation_dir = _find_dir(src, _IMAGE_DIRS), _find_dir(src, _ANNOTATION_DIRS)
     images_by_stem: dict[str, Path] = {}
     for path in sorted(image_dir.iterdir()):
-        if path.suffix.lower() in _IMAGE_SUFFIXES:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
             if path.stem in images_by_stem:  # one would silently replace the other
                 raise DatasetError(f"two images named {path.stem!r} ({images_by_stem[path.stem].name})", file=str(path))
             images_by_stem[path.stem] = path
@@ -182,40 +170,39 @@ def import_voc(
     if not names:
         raise DatasetError("annotations hold no objects", file=str(annotation_dir))
     class_ids = {name: i for i, name in enumerate(names, start=1)}
-    storage = create_dataset_storage(out)
-
-    total = 2 * len(annotations)
-    report = progress or (lambda done, total: None)
-    items = _check_items(annotations, images_by_stem, image_size, lambda done: report(done, total))
-    height, width = image_size or (items[0].height, items[0].width)
-    rows: list[tuple[str, str, str]] = []
-    for done, item in enumerate(items, start=len(items) + 1):
-        data = item.image_path.read_bytes()
-        masks = np.zeros((len(names), height, width), dtype=bool)
-        for box in item.boxes:
-            y0, y1 = _scaled_span(box.ymin, box.ymax, item.height, height)
-            x0, x1 = _scaled_span(box.xmin, box.xmax, item.width, width)
-            masks[class_ids[box.name] - 1, y0:y1, x0:x1] = True
-        if (item.height, item.width) != (height, width):
-            pixels = decode_image_bytes(data, name=str(item.image_path)).pixels
-            data = encode_jpeg(cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA))
-        elif item.image_path.suffix.lower() not in {".jpg", ".jpeg"}:
-            data = encode_jpeg(decode_image_bytes(data, name=str(item.image_path)).pixels)
-        storage.write_bytes(f"{IMAGES_DIR}/{item.image_id}", data)
-        rows.extend((item.image_id, str(k + 1), encode_rle(mask)) for k, mask in enumerate(masks) if mask.any())
-        report(done, total)
-    labels = pd.DataFrame(rows, columns=LABEL_COLUMNS)
-    meta = DatasetMeta(
-        name=src.resolve().name,
-        classes={i: name for name, i in class_ids.items()},
-        height=height,
-        width=width,
-        image_id_pattern=VOC_IMAGE_ID_PATTERN,
-    )
-    write_labels_and_meta(storage, labels, meta)
+    with staged_dataset(out) as (storage, root):
+        total = 2 * len(annotations)
+        report = progress or (lambda done, total: None)
+        items = _check_items(annotations, images_by_stem, image_size, lambda done: report(done, total))
+        height, width = image_size or (items[0].height, items[0].width)
+        rows: list[tuple[str, str, str]] = []
+        for done, item in enumerate(items, start=len(items) + 1):
+            data = item.image_path.read_bytes()
+            masks = np.zeros((len(names), height, width), dtype=bool)
+            for box in item.boxes:
+                y0, y1 = _scaled_span(box.ymin, box.ymax, item.height, height)
+                x0, x1 = _scaled_span(box.xmin, box.xmax, item.width, width)
+                masks[class_ids[box.name] - 1, y0:y1, x0:x1] = True
+            if (item.height, item.width) != (height, width):
+                pixels = decode_image_bytes(data, name=str(item.image_path)).pixels
+                data = encode_jpeg(cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA))
+            elif item.image_path.suffix.lower() not in {".jpg", ".jpeg"}:
+                data = encode_jpeg(decode_image_bytes(data, name=str(item.image_path)).pixels)
+            storage.write_bytes(f"{IMAGES_DIR}/{item.image_id}", data)
+            rows.extend((item.image_id, str(k + 1), encode_rle(mask)) for k, mask in enumerate(masks) if mask.any())
+            report(done, total)
+        labels = pd.DataFrame(rows, columns=LABEL_COLUMNS)
+        meta = DatasetMeta(
+            name=src.resolve().name,
+            classes={i: name for name, i in class_ids.items()},
+            height=height,
+            width=width,
+            image_id_pattern=IMAGE_ID_PATTERN,
+        )
+        write_labels_and_meta(storage, labels, meta)
     counts = labels["ClassId"].astype(int).value_counts()
-    return ImportSummary(
-        root=storage.uri,
+    return VocImportSummary(
+        root=root,
         images=len(items),
         boxes=sum(len(item.boxes) for item in items),
         classes=meta.classes,

@@ -9,7 +9,8 @@ import pytest
 
 from steelqc.data.dataset import Dataset
 from steelqc.data.errors import DatasetError, ImageDecodeError, LabelFormatError, MissingImageError
-from steelqc.data.importers import VOC_IMAGE_ID_PATTERN, import_voc
+from steelqc.data.import_common import IMAGE_ID_PATTERN
+from steelqc.data.importers import import_voc
 
 NEU_CLASSES = {1: "crazing", 2: "inclusion", 3: "patches", 4: "pitted_surface", 5: "rolled-in_scale", 6: "scratches"}
 # patches_104.xml names its image without the extension ("patches_104"): the importer matches by stem.
@@ -32,7 +33,7 @@ def test_neu_det_subset_imports_as_a_dataset(voc_subset: Path, tmp_path: Path) -
     ds = Dataset.open(str(tmp_path / "out"))
     assert summary.images == 6 and summary.classes == NEU_CLASSES
     assert ds.meta.classes == NEU_CLASSES and (ds.meta.height, ds.meta.width) == (200, 200)
-    assert ds.meta.image_id_pattern == VOC_IMAGE_ID_PATTERN
+    assert ds.meta.image_id_pattern == IMAGE_ID_PATTERN
     assert ds.image_ids == tuple(sorted(f"{s}.jpg" for s in SUBSET))
     assert ds.class_set("crazing_1.jpg") == (1,)
     # crazing_1.xml: one box (2,2)-(193,194), VOC coordinates 1-based and inclusive
