@@ -56,6 +56,7 @@ PYFUNC_PACKAGES = (
     "scipy",
     "scikit-learn",
     "opencv-python-headless",
+    "simplejpeg",  # strict JPEG decoding
     "pydantic",
     "pydantic-settings",
     "pyyaml",

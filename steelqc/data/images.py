@@ -2,6 +2,10 @@
 
 Every loader returns a 2-D ``uint8`` grayscale array: steel strip images are grey, and 3-channel files
 (R=G=B in Severstal) are converted, so one array layout flows through patches, training and inference.
+
+Hostile files fail as one typed error each, never as a crash or a silent wrong picture: JPEGs are
+decoded by libjpeg-turbo with its warnings as errors (corrupt entropy data otherwise decodes to wrong
+pixels, reported on stderr only).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from steelqc.data.errors import ImageDecodeError, ImageSizeError
 
@@ -50,6 +55,14 @@ def _is_truncated(data: bytes, fmt: str) -> bool:
     return False
 
 
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    """Grey ``(H, W)`` or BGR ``(H, W, 3)`` pixels, as OpenCV would return them (same libjpeg-turbo, same
+    pixels), but ``strict``: a libjpeg warning ("Corrupt JPEG data") raises instead of decoding wrong pixels."""
+    if simplejpeg.decode_jpeg_header(data)[2] == "Gray":
+        return simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)[:, :, 0]
+    return simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True)
+
+
 def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
     """Decode image bytes to grayscale; raise :class:`ImageDecodeError` naming ``name`` on any problem."""
     if not data:
@@ -59,7 +72,10 @@ def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
         raise ImageDecodeError("not a JPEG/PNG/BMP/TIFF image (unknown leading bytes)", file=name)
     if _is_truncated(data, fmt):
         raise ImageDecodeError(f"truncated {fmt.upper()} data (end marker missing)", file=name)
-    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        raw = _decode_jpeg(data) if fmt == "jpeg" else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except ValueError as exc:  # libjpeg-turbo's errors and, strict, its warnings
+        raise ImageDecodeError(f"{fmt.upper()} data could not be decoded: {exc}", file=name) from None
     if raw is None or raw.size == 0:
         raise ImageDecodeError(f"{fmt.upper()} data could not be decoded", file=name)
     if raw.dtype != np.uint8:

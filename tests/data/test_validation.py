@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hostile_files import jpeg_with_corrupt_entropy
 from typer.testing import CliRunner
 
 from steelqc.cli import app
 from steelqc.config import ValidationSettings
 from steelqc.data.dataset import IMAGES_DIR, LABELS_FILE, Dataset
 from steelqc.data.images import encode_jpeg, encode_png
-from steelqc.data.synth import generate_dataset
+from steelqc.data.synth import generate_dataset, generate_strip
 from steelqc.validation import (
     ValidationFailed,
     ValidationResult,
@@ -76,6 +77,7 @@ IMAGE_KINDS = {  # file name: (what is wrong, failing column, expectation)
     "aaaaaaaa3.jpg": ("wrong size", "height", "expect_column_values_to_be_between"),
     "aaaaaaaa4.jpg": ("blank", "pixel_range", "expect_column_values_to_be_between"),
     "aaaaaaaa5.jpg": ("4 channels", "channels", "expect_column_values_to_be_in_set"),
+    "aaaaaaaa8.jpg": ("corrupt JPEG entropy data", "decode_error", "expect_column_values_to_be_null"),
 }
 
 
@@ -103,6 +105,7 @@ def corrupted(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     (images / "aaaaaaaa3.jpg").write_bytes(encode_jpeg(small))
     (images / "aaaaaaaa4.jpg").write_bytes(encode_jpeg(np.zeros((256, 1600), np.uint8)))
     (images / "aaaaaaaa5.jpg").write_bytes(encode_png(np.dstack([np.eye(256, 1600, dtype=np.uint8) * 200] * 4)))
+    (images / "aaaaaaaa8.jpg").write_bytes(jpeg_with_corrupt_entropy(generate_strip(np.random.default_rng(1))[0], seed=1))
     (images / "cccccccc1.jpg").write_bytes(good)  # an exact duplicate of clean[-1]: a warning only
     result = _validate(root, tmp_path_factory.mktemp("report"), mode="quarantine", min_valid_fraction=0.3)
     return {
@@ -179,6 +182,7 @@ def test_decode_errors_say_why(corrupted: dict) -> None:
     reasons = corrupted["result"].rejected.set_index("file")["reason"]
     assert "truncated JPEG" in reasons[f"{IMAGES_DIR}/aaaaaaaa1.jpg"]
     assert "not a JPEG/PNG/BMP/TIFF" in reasons[f"{IMAGES_DIR}/aaaaaaaa2.jpg"]
+    assert "Corrupt JPEG data" in reasons[f"{IMAGES_DIR}/aaaaaaaa8.jpg"]
 
 
 def test_exact_duplicate_images_are_a_warning_not_a_rejection(corrupted: dict) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from hostile_files import jpeg_with_corrupt_entropy
 
 from steelqc.data.errors import ImageDecodeError
 from steelqc.data.images import encode_jpeg, encode_png
@@ -106,6 +107,7 @@ def test_decode_inputs_accepts_encoded_bytes_and_arrays() -> None:
         (np.full((4, 4), 300), "0-255"),
         (np.zeros((2, 3, 4, 5), np.uint8), "shape"),
         ("text", "expected image bytes"),
+        (jpeg_with_corrupt_entropy(np.tile(np.arange(160, dtype=np.uint8), (256, 10))), "JPEG data could not be decoded"),
     ],
 )
 def test_decode_inputs_names_the_bad_item(item: object, reason: str) -> None:
