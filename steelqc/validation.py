@@ -32,7 +32,7 @@ import pandas as pd
 from steelqc.config import ValidationSettings
 from steelqc.data.dataset import IMAGES_DIR, LABEL_COLUMNS, LABELS_FILE, Dataset, DatasetMeta, labels_to_csv
 from steelqc.data.errors import DatasetError, ImageDecodeError, MissingImageError, UnsafeImageIdError
-from steelqc.data.images import decode_image_bytes, pixel_digest
+from steelqc.data.images import pixel_digest
 from steelqc.data.rle import rle_integers
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ def _scan_one(dataset: Dataset, image_id: str) -> dict[str, Any]:
         return record  # the name / existence expectations report it
     record.update(exists=True, n_bytes=len(data), byte_sha1=hashlib.sha1(data).hexdigest())
     try:
-        decoded = decode_image_bytes(data, name=f"{IMAGES_DIR}/{image_id}")
+        decoded = dataset.decode_image(data, image_id)
     except ImageDecodeError as exc:
         record["decode_error"] = exc.reason
         return record

@@ -2,9 +2,45 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 
 from steelqc.data.images import encode_jpeg
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png(height: int, width: int, idat: bytes) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale, no interlace
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def png_header_claiming(height: int, width: int) -> bytes:
+    """A valid PNG header claiming ``height × width`` with (almost) no pixel data: well under 100 bytes."""
+    return _png(height, width, zlib.compress(b"\x00" * 16))
+
+
+def deflate_bomb_png(height: int, width: int, rows_per_block: int = 100) -> bytes:
+    """A complete, valid all-black PNG: 30000×30000 (900 MP) in under 1 MB, built in about a second.
+
+    After a full flush deflate starts afresh, so a block of black rows compresses to the same bytes
+    every time: two blocks are compressed and the second repeated; the checksum covers every row.
+    """
+    assert height % rows_per_block == 0
+    block = bytes((width + 1) * rows_per_block)  # per row: filter byte 0, then black pixels
+    compressor = zlib.compressobj(9)
+    first = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    repeated = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    final_block = compressor.flush()[:-4]  # without the checksum of the two blocks actually compressed
+    checksum = 1
+    for _ in range(height // rows_per_block):
+        checksum = zlib.adler32(block, checksum)
+    idat = first + repeated * (height // rows_per_block - 1) + final_block + struct.pack(">I", checksum)
+    return _png(height, width, idat)
 
 
 def jpeg_with_corrupt_entropy(pixels: np.ndarray, *, n_bytes: int = 2000, seed: int = 0) -> bytes:

@@ -34,6 +34,10 @@ class ImageDecodeError(DataError):
     """Bytes that do not decode as an image (truncated, corrupt, not an image)."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose header claims more pixels than the budget: refused before a pixel is decoded."""
+
+
 class ImageSizeError(DataError):
     """An image whose height × width differs from the dataset's."""
 

@@ -3,22 +3,28 @@
 Every loader returns a 2-D ``uint8`` grayscale array: steel strip images are grey, and 3-channel files
 (R=G=B in Severstal) are converted, so one array layout flows through patches, training and inference.
 
-Hostile files fail as one typed error each, never as a crash or a silent wrong picture: JPEGs are
-decoded by libjpeg-turbo with its warnings as errors (corrupt entropy data otherwise decodes to wrong
-pixels, reported on stderr only).
+Hostile files fail as one typed error each, never as a crash or a silent wrong picture: the dimensions
+are read from the header and checked against a pixel budget before decoding (a 900 KB PNG can claim
+30000x30000); JPEGs are decoded by libjpeg-turbo with its warnings as errors (corrupt entropy data
+otherwise decodes to wrong pixels, reported on stderr only).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import simplejpeg
+from PIL import BmpImagePlugin, PngImagePlugin, TiffImagePlugin
 
-from steelqc.data.errors import ImageDecodeError, ImageSizeError
+from steelqc.config import DataSettings
+from steelqc.data.errors import ImageDecodeError, ImageSizeError, ImageTooLargeError
+
+DEFAULT_MAX_IMAGE_PIXELS: int = DataSettings.model_fields["max_image_pixels"].default
 
 # Magic numbers of the formats we accept; anything else is rejected before OpenCV guesses.
 _SIGNATURES: dict[str, tuple[bytes, ...]] = {
@@ -26,6 +32,13 @@ _SIGNATURES: dict[str, tuple[bytes, ...]] = {
     "png": (b"\x89PNG\r\n\x1a\n",),
     "bmp": (b"BM",),
     "tiff": (b"II*\x00", b"MM\x00*"),
+}
+# Pillow's reader of each format parses only the header on construction. Image.open would add Pillow's
+# own process-wide bomb limit (~179 MP), which would silently cap data.max_image_pixels.
+_HEADER_READERS = {
+    "png": PngImagePlugin.PngImageFile,
+    "bmp": BmpImagePlugin.BmpImageFile,
+    "tiff": TiffImagePlugin.TiffImageFile,
 }
 
 
@@ -55,6 +68,15 @@ def _is_truncated(data: bytes, fmt: str) -> bool:
     return False
 
 
+def _dimensions(data: bytes, fmt: str) -> tuple[int, int]:
+    """``(height, width)`` from the header alone; a JPEG's from the same library that decodes it."""
+    if fmt == "jpeg":
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        return height, width
+    with _HEADER_READERS[fmt](io.BytesIO(data)) as header:
+        return header.height, header.width
+
+
 def _decode_jpeg(data: bytes) -> np.ndarray:
     """Grey ``(H, W)`` or BGR ``(H, W, 3)`` pixels, as OpenCV would return them (same libjpeg-turbo, same
     pixels), but ``strict``: a libjpeg warning ("Corrupt JPEG data") raises instead of decoding wrong pixels."""
@@ -63,8 +85,14 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
     return simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True)
 
 
-def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
-    """Decode image bytes to grayscale; raise :class:`ImageDecodeError` naming ``name`` on any problem."""
+def decode_image_bytes(
+    data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> DecodedImage:
+    """Decode image bytes to grayscale; raise :class:`ImageDecodeError` naming ``name`` on any problem.
+
+    An image whose header claims more than ``max_pixels`` pixels raises :class:`ImageTooLargeError`
+    before anything is decoded.
+    """
     if not data:
         raise ImageDecodeError("empty file", file=name)
     fmt = sniff_format(data)
@@ -73,8 +101,17 @@ def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
     if _is_truncated(data, fmt):
         raise ImageDecodeError(f"truncated {fmt.upper()} data (end marker missing)", file=name)
     try:
+        height, width = _dimensions(data, fmt)
+        if height * width > max_pixels:
+            raise ImageTooLargeError(
+                f"image is {height}x{width} ({height * width / 1e6:.1f} MP), over the pixel budget of "
+                f"{max_pixels / 1e6:g} MP (data.max_image_pixels): refused before decoding",
+                file=name,
+            )
         raw = _decode_jpeg(data) if fmt == "jpeg" else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except ValueError as exc:  # libjpeg-turbo's errors and, strict, its warnings
+    except cv2.error as exc:  # OpenCV's own limits, e.g. CV_IO_MAX_IMAGE_PIXELS with a budget above it
+        raise ImageDecodeError(f"{fmt.upper()} data could not be decoded: {exc.err}", file=name) from None
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's header readers; libjpeg-turbo raises ValueError
         raise ImageDecodeError(f"{fmt.upper()} data could not be decoded: {exc}", file=name) from None
     if raw is None or raw.size == 0:
         raise ImageDecodeError(f"{fmt.upper()} data could not be decoded", file=name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hostile_files import jpeg_with_corrupt_entropy
+from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 from typer.testing import CliRunner
 
 from steelqc.cli import app
@@ -77,6 +77,8 @@ IMAGE_KINDS = {  # file name: (what is wrong, failing column, expectation)
     "aaaaaaaa3.jpg": ("wrong size", "height", "expect_column_values_to_be_between"),
     "aaaaaaaa4.jpg": ("blank", "pixel_range", "expect_column_values_to_be_between"),
     "aaaaaaaa5.jpg": ("4 channels", "channels", "expect_column_values_to_be_in_set"),
+    "aaaaaaaa6.jpg": ("PNG header claiming 60000x60000", "decode_error", "expect_column_values_to_be_null"),
+    "aaaaaaaa7.jpg": ("decompression bomb", "decode_error", "expect_column_values_to_be_null"),
     "aaaaaaaa8.jpg": ("corrupt JPEG entropy data", "decode_error", "expect_column_values_to_be_null"),
 }
 
@@ -105,6 +107,8 @@ def corrupted(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     (images / "aaaaaaaa3.jpg").write_bytes(encode_jpeg(small))
     (images / "aaaaaaaa4.jpg").write_bytes(encode_jpeg(np.zeros((256, 1600), np.uint8)))
     (images / "aaaaaaaa5.jpg").write_bytes(encode_png(np.dstack([np.eye(256, 1600, dtype=np.uint8) * 200] * 4)))
+    (images / "aaaaaaaa6.jpg").write_bytes(png_header_claiming(60000, 60000))
+    (images / "aaaaaaaa7.jpg").write_bytes(deflate_bomb_png(30000, 30000))
     (images / "aaaaaaaa8.jpg").write_bytes(jpeg_with_corrupt_entropy(generate_strip(np.random.default_rng(1))[0], seed=1))
     (images / "cccccccc1.jpg").write_bytes(good)  # an exact duplicate of clean[-1]: a warning only
     result = _validate(root, tmp_path_factory.mktemp("report"), mode="quarantine", min_valid_fraction=0.3)
@@ -182,6 +186,9 @@ def test_decode_errors_say_why(corrupted: dict) -> None:
     reasons = corrupted["result"].rejected.set_index("file")["reason"]
     assert "truncated JPEG" in reasons[f"{IMAGES_DIR}/aaaaaaaa1.jpg"]
     assert "not a JPEG/PNG/BMP/TIFF" in reasons[f"{IMAGES_DIR}/aaaaaaaa2.jpg"]
+    assert "60000x60000" in reasons[f"{IMAGES_DIR}/aaaaaaaa6.jpg"]
+    assert "30000x30000" in reasons[f"{IMAGES_DIR}/aaaaaaaa7.jpg"]
+    assert "over the pixel budget" in reasons[f"{IMAGES_DIR}/aaaaaaaa7.jpg"]
     assert "Corrupt JPEG data" in reasons[f"{IMAGES_DIR}/aaaaaaaa8.jpg"]
 
 

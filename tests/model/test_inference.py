@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from hostile_files import jpeg_with_corrupt_entropy
+from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 from steelqc.data.errors import ImageDecodeError
 from steelqc.data.images import encode_jpeg, encode_png
@@ -107,6 +107,8 @@ def test_decode_inputs_accepts_encoded_bytes_and_arrays() -> None:
         (np.full((4, 4), 300), "0-255"),
         (np.zeros((2, 3, 4, 5), np.uint8), "shape"),
         ("text", "expected image bytes"),
+        (png_header_claiming(60000, 60000), "over the pixel budget"),
+        (deflate_bomb_png(30000, 30000), "30000x30000 .* refused before decoding"),
         (jpeg_with_corrupt_entropy(np.tile(np.arange(160, dtype=np.uint8), (256, 10))), "JPEG data could not be decoded"),
     ],
 )
