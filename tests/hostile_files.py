@@ -5,9 +5,10 @@ from __future__ import annotations
 import struct
 import zlib
 
+import cv2
 import numpy as np
 
-from steelqc.data.images import encode_jpeg
+from steelqc.data.images import encode_jpeg, encode_png
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -50,3 +51,24 @@ def jpeg_with_corrupt_entropy(pixels: np.ndarray, *, n_bytes: int = 2000, seed: 
     start = len(data) // 2 - n_bytes // 2
     data[start : start + n_bytes] = np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
     return bytes(data)
+
+
+def bit_depth_and_channel_copies(grey: np.ndarray) -> dict[str, bytes]:
+    """Lossless copies of one 8-bit grey strip: 8/16-bit × grey/RGB/RGBA PNGs and a 16-bit TIFF.
+
+    16-bit samples are ``v × 257`` (the exact 8→16-bit scaling), RGB has R=G=B and alpha varies, so every
+    copy shows the same picture; its brightest pixel is below white, which a stretch to it would change.
+    """
+    assert grey.dtype == np.uint8 and grey.max() < 255
+    alpha = np.random.default_rng(1).integers(0, 256, grey.shape, dtype=np.uint8)
+    layouts = {
+        "grey": grey,
+        "rgb": cv2.merge([grey, grey, grey]),
+        "rgba": cv2.merge([grey, grey, grey, alpha]),
+    }
+    copies: dict[str, bytes] = {}
+    for layout, array in layouts.items():
+        copies[f"{layout}-8bit.png"] = encode_png(array)
+        copies[f"{layout}-16bit.png"] = cv2.imencode(".png", array.astype(np.uint16) * 257)[1].tobytes()
+    copies["grey-16bit.tiff"] = cv2.imencode(".tiff", grey.astype(np.uint16) * 257)[1].tobytes()
+    return copies

@@ -6,7 +6,7 @@ Every loader returns a 2-D ``uint8`` grayscale array: steel strip images are gre
 Hostile files fail as one typed error each, never as a crash or a silent wrong picture: the dimensions
 are read from the header and checked against a pixel budget before decoding (a 900 KB PNG can claim
 30000x30000); JPEGs are decoded by libjpeg-turbo with its warnings as errors (corrupt entropy data
-otherwise decodes to wrong pixels, reported on stderr only).
+otherwise decodes to wrong pixels, reported on stderr only); 16-bit samples are scaled by bit depth.
 """
 
 from __future__ import annotations
@@ -85,6 +85,16 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
     return simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True)
 
 
+def _to_8_bit(raw: np.ndarray, name: str) -> np.ndarray:
+    """8-bit samples by bit depth (16-bit ÷ 257, rounded), never by the image's own range: stretching to
+    the brightest pixel made the same strip FAIL as 16-bit and HOLD as 8-bit."""
+    if raw.dtype == np.uint8:
+        return raw
+    if raw.dtype == np.uint16:
+        return cv2.convertScaleAbs(raw, alpha=1 / 257)
+    raise ImageDecodeError(f"{raw.dtype} samples are not supported (8- or 16-bit integers only)", file=name)
+
+
 def decode_image_bytes(
     data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 ) -> DecodedImage:
@@ -115,8 +125,7 @@ def decode_image_bytes(
         raise ImageDecodeError(f"{fmt.upper()} data could not be decoded: {exc}", file=name) from None
     if raw is None or raw.size == 0:
         raise ImageDecodeError(f"{fmt.upper()} data could not be decoded", file=name)
-    if raw.dtype != np.uint8:
-        raw = cv2.convertScaleAbs(raw, alpha=255.0 / max(float(raw.max()), 1.0))
+    raw = _to_8_bit(raw, name)
     if raw.ndim == 2:
         return DecodedImage(raw, fmt, 1)
     channels = raw.shape[2]

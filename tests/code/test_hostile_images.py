@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 from hostile_files import (
+    bit_depth_and_channel_copies,
     deflate_bomb_png,
     jpeg_with_corrupt_entropy,
     png_header_claiming,
@@ -157,3 +158,25 @@ def test_strict_jpeg_decoding_gives_opencvs_pixels(colour: bool) -> None:
     decoded = decode_image_bytes(data)
     assert decoded.channels == (3 if colour else 1)
     np.testing.assert_array_equal(decoded.pixels, expected)
+
+
+# 4. Bit depth ------------------------------------------------------------------------------------
+
+
+def test_8_and_16_bit_grey_rgb_and_rgba_copies_decode_to_the_same_grey_pixels() -> None:
+    strip = np.minimum(_strip(), 200)  # brightest pixel below white: a stretch to it would show
+    copies = bit_depth_and_channel_copies(strip)
+    for name, data in copies.items():
+        np.testing.assert_array_equal(decode_image_bytes(data, name=name).pixels, strip, err_msg=name)
+
+
+def test_16_bit_samples_round_to_the_nearest_8_bit_value() -> None:
+    samples = np.array([[0, 128, 129, 257, 385, 386, 65535]], np.uint16)
+    data = cv2.imencode(".png", samples)[1].tobytes()
+    assert decode_image_bytes(data).pixels.tolist() == [[0, 0, 1, 1, 1, 2, 255]]
+
+
+def test_samples_that_are_not_8_or_16_bit_integers_are_refused_not_stretched() -> None:
+    data = cv2.imencode(".tiff", np.full((8, 8), 0.5, np.float32))[1].tobytes()
+    with pytest.raises(ImageDecodeError, match="float32 samples are not supported"):
+        decode_image_bytes(data)
