@@ -76,7 +76,8 @@ def list_images(source: str | Path, endpoint_url: str | None = None) -> tuple[St
             names = storage.list_files("")
     else:
         path = Path(text).expanduser()
-        if path.is_file():
+        if path.is_file():  # a file named on its own is read wherever its symlink points
+            path = path.resolve()
             storage, names = LocalStorage(path.parent), [path.name]
         elif path.is_dir():
             storage, names = LocalStorage(path), LocalStorage(path).list_files("")

@@ -31,7 +31,7 @@ import pandas as pd
 
 from steelqc.config import ValidationSettings
 from steelqc.data.dataset import IMAGES_DIR, LABEL_COLUMNS, LABELS_FILE, Dataset, DatasetMeta, labels_to_csv
-from steelqc.data.errors import DatasetError, ImageDecodeError, MissingImageError, UnsafeImageIdError
+from steelqc.data.errors import DatasetError, ImageDecodeError, MissingImageError, PathEscapeError, UnsafeImageIdError
 from steelqc.data.images import pixel_digest
 from steelqc.data.rle import rle_integers
 
@@ -273,6 +273,9 @@ def _scan_one(dataset: Dataset, image_id: str) -> dict[str, Any]:
         data = dataset.image_bytes(image_id)
     except (UnsafeImageIdError, MissingImageError):
         return record  # the name / existence expectations report it
+    except PathEscapeError as exc:  # a symlink out of the dataset: exists, but is never read
+        record.update(exists=True, decode_error=exc.reason)
+        return record
     record.update(exists=True, n_bytes=len(data), byte_sha1=hashlib.sha1(data).hexdigest())
     try:
         decoded = dataset.decode_image(data, image_id)

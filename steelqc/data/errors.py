@@ -44,3 +44,7 @@ class ImageSizeError(DataError):
 
 class DatasetError(DataError):
     """A dataset folder that is missing, empty, or whose metadata is invalid."""
+
+
+class PathEscapeError(DatasetError):
+    """A path that leads out of the storage root, by '..' or by a symlink whose target lies outside it."""

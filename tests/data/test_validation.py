@@ -18,6 +18,7 @@ from steelqc.data.dataset import IMAGES_DIR, LABELS_FILE, Dataset
 from steelqc.data.images import encode_jpeg, encode_png
 from steelqc.data.synth import generate_dataset, generate_strip
 from steelqc.validation import (
+    EXAMPLES_PER_FAILURE,
     ValidationFailed,
     ValidationResult,
     compute_data_hash,
@@ -80,7 +81,14 @@ IMAGE_KINDS = {  # file name: (what is wrong, failing column, expectation)
     "aaaaaaaa6.jpg": ("PNG header claiming 60000x60000", "decode_error", "expect_column_values_to_be_null"),
     "aaaaaaaa7.jpg": ("decompression bomb", "decode_error", "expect_column_values_to_be_null"),
     "aaaaaaaa8.jpg": ("corrupt JPEG entropy data", "decode_error", "expect_column_values_to_be_null"),
+    "aaaaaaaa9.jpg": ("symlink out of the dataset", "decode_error", "expect_column_values_to_be_null"),
 }
+
+
+def _outside_file(folder: Path) -> Path:
+    """A readable file outside the dataset (as /etc/passwd was): a symlink to it must never be read."""
+    (folder / "secret.txt").write_text("root:x:0:0\n")
+    return folder / "secret.txt"
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +118,7 @@ def corrupted(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     (images / "aaaaaaaa6.jpg").write_bytes(png_header_claiming(60000, 60000))
     (images / "aaaaaaaa7.jpg").write_bytes(deflate_bomb_png(30000, 30000))
     (images / "aaaaaaaa8.jpg").write_bytes(jpeg_with_corrupt_entropy(generate_strip(np.random.default_rng(1))[0], seed=1))
+    (images / "aaaaaaaa9.jpg").symlink_to(_outside_file(tmp_path_factory.mktemp("outside")))
     (images / "cccccccc1.jpg").write_bytes(good)  # an exact duplicate of clean[-1]: a warning only
     result = _validate(root, tmp_path_factory.mktemp("report"), mode="quarantine", min_valid_fraction=0.3)
     return {
@@ -177,7 +186,8 @@ def test_each_bad_image_kind_fails_its_expectation_and_names_the_file(corrupted:
     result = corrupted["result"]
     _, column, expectation = IMAGE_KINDS[file]
     failure = _failure(result, "images", column)
-    assert file in [example["file"] for example in failure["examples"]]
+    examples = [example["file"] for example in failure["examples"]]
+    assert file in examples or len(examples) == EXAMPLES_PER_FAILURE  # a sample; rejected.csv names every file
     assert f"{expectation}({column})" in set(_rejected_for(result, file=file)["expectation"])
     assert file not in result.kept_image_ids
 
@@ -190,6 +200,7 @@ def test_decode_errors_say_why(corrupted: dict) -> None:
     assert "30000x30000" in reasons[f"{IMAGES_DIR}/aaaaaaaa7.jpg"]
     assert "over the pixel budget" in reasons[f"{IMAGES_DIR}/aaaaaaaa7.jpg"]
     assert "Corrupt JPEG data" in reasons[f"{IMAGES_DIR}/aaaaaaaa8.jpg"]
+    assert "symlinks must point inside it" in reasons[f"{IMAGES_DIR}/aaaaaaaa9.jpg"]
 
 
 def test_exact_duplicate_images_are_a_warning_not_a_rejection(corrupted: dict) -> None:
