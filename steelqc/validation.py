@@ -597,11 +597,28 @@ def validate_dataset(
 
     Never raises for bad data -- the result says what failed; call :meth:`ValidationResult.raise_if_failed`
     to stop a pipeline. ``mode`` overrides ``settings.mode``. ``scanned`` passes image scan records
-    computed elsewhere (a flow's workers) instead of scanning here.
+    computed elsewhere (a flow's workers) instead of scanning here. A ``report_dir`` this call created
+    is removed again if it raises, so no half-written report is left behind.
     """
-    mode = mode or settings.mode
-    report = Path(report_dir)
+    report = Path(report_dir).resolve()  # GX's Data Docs store refuses a relative folder
+    new_folders = [folder for folder in (report, *report.parents) if not folder.exists()]
     report.mkdir(parents=True, exist_ok=True)
+    try:
+        return _validate_into(report, dataset, settings, mode or settings.mode, workers, scanned)
+    except BaseException:
+        if new_folders:
+            shutil.rmtree(new_folders[-1], ignore_errors=True)
+        raise
+
+
+def _validate_into(
+    report: Path,
+    dataset: Dataset,
+    settings: ValidationSettings,
+    mode: Mode,
+    workers: int,
+    scanned: Sequence[dict[str, Any]] | None,
+) -> ValidationResult:
     docs_dir = report / DOCS_DIR
     shutil.rmtree(docs_dir, ignore_errors=True)  # a report folder shows one validation, not a history
     timings: dict[str, float] = {}

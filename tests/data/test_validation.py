@@ -373,6 +373,28 @@ def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     assert "dataset folder not found" in result.output
 
 
+def test_cli_relative_report_folder_works(synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["validate", str(synthetic_dataset), "--report", "reports/v1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "reports" / "v1" / "summary.json").read_text())
+    assert summary["reports"]["manifest"] == str(tmp_path / "reports" / "v1" / "manifest.json")  # absolute
+    assert (tmp_path / "reports" / "v1" / "data_docs" / "index.html").exists()
+
+
+def test_cli_failure_leaves_no_half_written_report(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_error(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("steelqc.validation.scan_images", disk_error)
+    result = CliRunner().invoke(app, ["validate", str(synthetic_dataset), "--report", str(tmp_path / "new" / "report")])
+    assert result.exit_code == 2 and "No space left on device" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # a message, not a traceback
+    assert not (tmp_path / "new").exists()
+
+
 def test_cli_default_report_goes_to_the_state_dir(synthetic_dataset: Path, isolated_state: Path) -> None:
     result = CliRunner().invoke(app, ["validate", str(synthetic_dataset)])
     assert result.exit_code == 0, result.output
