@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.decomposition import PCA
 
 from steelqc.data.errors import DataError, DatasetError
-from steelqc.data.images import check_size, decode_image_bytes, encode_png
+from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, decode_image_bytes, encode_png
 from steelqc.data.storage import LocalStorage, Storage, open_storage
 from steelqc.inference import ImageResult, Inspector
 from steelqc.monitoring import EmbeddingRecorder, PatchLog, patch_features, patch_frame
@@ -76,7 +76,8 @@ def list_images(source: str | Path, endpoint_url: str | None = None) -> tuple[St
             names = storage.list_files("")
     else:
         path = Path(text).expanduser()
-        if path.is_file():
+        if path.is_file():  # a file named on its own is read wherever its symlink points
+            path = path.resolve()
             storage, names = LocalStorage(path.parent), [path.name]
         elif path.is_dir():
             storage, names = LocalStorage(path), LocalStorage(path).list_files("")
@@ -87,12 +88,14 @@ def list_images(source: str | Path, endpoint_url: str | None = None) -> tuple[St
     return storage, names
 
 
-def _load(storage: Storage, name: str, image_size: tuple[int, int] | None, geometry: tuple[int, int, str] | None) -> _Loaded:
+def _load(
+    storage: Storage, name: str, image_size: tuple[int, int] | None, geometry: tuple[int, int, str] | None, max_pixels: int
+) -> _Loaded:
     """Read and decode one image; with ``geometry`` (size, stride, pad mode) also its patch features,
     on the same grid the Inspector uses, so this work overlaps with the model instead of following it."""
     where = f"{storage.uri}/{name}"
     try:
-        pixels = decode_image_bytes(storage.read_bytes(name), name=where).pixels
+        pixels = decode_image_bytes(storage.read_bytes(name), name=where, max_pixels=max_pixels).pixels
         if image_size is not None:
             check_size(pixels, *image_size, name=where)
     except DataError as exc:
@@ -150,10 +153,12 @@ def inspect_batch(
     image_size: tuple[int, int] | None = None,
     endpoint_url: str | None = None,
     model_version: str | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> BatchResult:
     """Decide on every image under ``source``; write ``decisions.csv``, ``decisions.json`` and overlays.
 
-    ``image_size`` (height, width) makes other sizes ERROR rows. With a ``patch_log`` every inspected
+    ``image_size`` (height, width) makes other sizes ERROR rows, as does an image over ``max_image_pixels``
+    (refused before decoding, whatever ``image_size`` says). With a ``patch_log`` every inspected
     patch is appended with its features and score, and with a ``reducer`` also its reduced embedding,
     taken from the same forward pass; ``model_version`` is recorded on each logged row so monitoring
     compares a version only with its own reference.
@@ -175,7 +180,7 @@ def inspect_batch(
     overlays: list[Path] = []
     logged: list[pd.DataFrame] = []
     geometry = (inspector.patch_size, inspector.stride, inspector.pad_mode) if patch_log is not None else None
-    loaded = ordered_parallel_map(lambda name: _load(storage, name, image_size, geometry), names, workers)
+    loaded = ordered_parallel_map(lambda name: _load(storage, name, image_size, geometry, max_image_pixels), names, workers)
     for group in _groups(loaded, batch_images):
         good = [item for item in group if item.pixels is not None]
         results = scorer.inspect([item.pixels for item in good])

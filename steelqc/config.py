@@ -38,6 +38,12 @@ class DataSettings(_Section):
     )
     image_workers: int = Field(4, ge=1, description="Threads decoding images in parallel")
     chunk_images: int = Field(256, ge=1, description="Images per fan-out task (validation scan, patch indexing)")
+    max_image_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="Images whose header claims more pixels are refused before decoding: a 900 KB PNG can "
+        "claim 30000x30000 (a Severstal strip is 0.4 MP)",
+    )
 
 
 class SynthSettings(_Section):

@@ -23,7 +23,7 @@ import pandas as pd
 from steelqc.config import PatchSettings
 from steelqc.data.dataset import LABELS_FILE, Dataset
 from steelqc.data.errors import DataError, DatasetError, MissingImageError
-from steelqc.data.images import check_size, decode_image_bytes, pixel_digest
+from steelqc.data.images import pixel_digest
 
 SPLITS = ("train", "val", "test")
 INDEX_BASE_COLUMNS = ("image_id", "y", "x", "size", "label", "classes", "split", "content_hash")
@@ -213,10 +213,7 @@ def ordered_parallel_map(func: Callable[[T], R], items: Iterable[T], workers: in
 
 
 def _image_patches(dataset: Dataset, image_id: str, settings: PatchSettings) -> _ImagePatches:
-    data = dataset.image_bytes(image_id)
-    name = f"{dataset.root}/{dataset.image_path(image_id)}"
-    pixels = decode_image_bytes(data, name=name).pixels
-    check_size(pixels, dataset.meta.height, dataset.meta.width, name=name)
+    pixels = dataset.load_image(image_id)
     positions = patch_grid(pixels.shape[0], pixels.shape[1], settings.size, settings.stride)
     labels, px = patch_labels(dataset.masks(image_id), positions, settings.size, settings.min_defect_pixels)
     return _ImagePatches(image_id, pixel_digest(pixels), positions, labels, px, dataset.class_set(image_id))

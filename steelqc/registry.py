@@ -56,6 +56,8 @@ PYFUNC_PACKAGES = (
     "scipy",
     "scikit-learn",
     "opencv-python-headless",
+    "pillow",  # image headers, read before decoding (the pixel budget)
+    "simplejpeg",  # strict JPEG decoding
     "pydantic",
     "pydantic-settings",
     "pyyaml",

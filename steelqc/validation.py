@@ -31,8 +31,8 @@ import pandas as pd
 
 from steelqc.config import ValidationSettings
 from steelqc.data.dataset import IMAGES_DIR, LABEL_COLUMNS, LABELS_FILE, Dataset, DatasetMeta, labels_to_csv
-from steelqc.data.errors import DatasetError, ImageDecodeError, MissingImageError, UnsafeImageIdError
-from steelqc.data.images import decode_image_bytes, pixel_digest
+from steelqc.data.errors import DatasetError, ImageDecodeError, MissingImageError, PathEscapeError, UnsafeImageIdError
+from steelqc.data.images import pixel_digest
 from steelqc.data.rle import rle_integers
 
 if TYPE_CHECKING:
@@ -273,9 +273,12 @@ def _scan_one(dataset: Dataset, image_id: str) -> dict[str, Any]:
         data = dataset.image_bytes(image_id)
     except (UnsafeImageIdError, MissingImageError):
         return record  # the name / existence expectations report it
+    except PathEscapeError as exc:  # a symlink out of the dataset: exists, but is never read
+        record.update(exists=True, decode_error=exc.reason)
+        return record
     record.update(exists=True, n_bytes=len(data), byte_sha1=hashlib.sha1(data).hexdigest())
     try:
-        decoded = decode_image_bytes(data, name=f"{IMAGES_DIR}/{image_id}")
+        decoded = dataset.decode_image(data, image_id)
     except ImageDecodeError as exc:
         record["decode_error"] = exc.reason
         return record
@@ -594,11 +597,28 @@ def validate_dataset(
 
     Never raises for bad data -- the result says what failed; call :meth:`ValidationResult.raise_if_failed`
     to stop a pipeline. ``mode`` overrides ``settings.mode``. ``scanned`` passes image scan records
-    computed elsewhere (a flow's workers) instead of scanning here.
+    computed elsewhere (a flow's workers) instead of scanning here. A ``report_dir`` this call created
+    is removed again if it raises, so no half-written report is left behind.
     """
-    mode = mode or settings.mode
-    report = Path(report_dir)
+    report = Path(report_dir).resolve()  # GX's Data Docs store refuses a relative folder
+    new_folders = [folder for folder in (report, *report.parents) if not folder.exists()]
     report.mkdir(parents=True, exist_ok=True)
+    try:
+        return _validate_into(report, dataset, settings, mode or settings.mode, workers, scanned)
+    except BaseException:
+        if new_folders:
+            shutil.rmtree(new_folders[-1], ignore_errors=True)
+        raise
+
+
+def _validate_into(
+    report: Path,
+    dataset: Dataset,
+    settings: ValidationSettings,
+    mode: Mode,
+    workers: int,
+    scanned: Sequence[dict[str, Any]] | None,
+) -> ValidationResult:
     docs_dir = report / DOCS_DIR
     shutil.rmtree(docs_dir, ignore_errors=True)  # a report folder shows one validation, not a history
     timings: dict[str, float] = {}

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from steelqc.data.errors import DataError, ImageDecodeError, ImageSizeError
-from steelqc.data.images import decode_image_bytes, sniff_format
+from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, decode_image_bytes, sniff_format
 
 PACKAGED_DEMO_DIR = Path(__file__).resolve().parents[1] / "demo_images"
 #: Real Severstal samples, present on developer and CI machines only (``../shared`` beside the project).
@@ -35,11 +35,14 @@ def demo_images(packaged_dir: Path = PACKAGED_DEMO_DIR, sample_dir: Path = SHARE
     return choices
 
 
-def read_strip(data: bytes, *, name: str, max_mb: int, min_height: int, min_width: int) -> np.ndarray:
+def read_strip(
+    data: bytes, *, name: str, max_mb: int, min_height: int, min_width: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """Grayscale pixels of an uploaded or picked file, checked by content, size in bytes and in pixels.
 
     Raises :class:`UploadTooLargeError`, :class:`ImageDecodeError` (not a JPEG/PNG whatever its extension,
-    corrupt, truncated) or :class:`ImageSizeError` (smaller than one model patch), each naming the file.
+    corrupt, truncated, over ``max_pixels`` by its header) or :class:`ImageSizeError` (smaller than one
+    model patch), each naming the file.
     """
     if len(data) > max_mb * 1024 * 1024:
         raise UploadTooLargeError(f"file is {len(data) / 2**20:.1f} MB, the limit is {max_mb} MB", file=name)
@@ -47,7 +50,7 @@ def read_strip(data: bytes, *, name: str, max_mb: int, min_height: int, min_widt
     if fmt not in UPLOAD_FORMATS:
         found = f"its content is {fmt.upper()}" if fmt else "its content is not an image format we know"
         raise ImageDecodeError(f"only JPEG and PNG images can be inspected; {found}", file=name)
-    pixels = decode_image_bytes(data, name=name).pixels
+    pixels = decode_image_bytes(data, name=name, max_pixels=max_pixels).pixels
     height, width = pixels.shape
     if height < min_height or width < min_width:
         raise ImageSizeError(

@@ -93,6 +93,7 @@ def render_inspect_page(settings: Settings) -> None:
             pixels = read_strip(
                 data, name=name, max_mb=settings.app.max_upload_mb,
                 min_height=inspector.patch_size, min_width=inspector.patch_size,
+                max_pixels=settings.data.max_image_pixels,
             )
         except DataError as exc:
             st.error(f"Cannot inspect this file: {exc}")

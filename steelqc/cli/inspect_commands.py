@@ -86,6 +86,7 @@ def inspect(
     result = run_guarded(
         inspect_batch, inspector, path, out, workers=workers, batch_images=batch_images, patch_log=patch_log,
         reducer=reducer, image_size=size, endpoint_url=settings.s3_endpoint_url, model_version=meta.version,
+        max_image_pixels=settings.data.max_image_pixels,
     )  # fmt: skip
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     console.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}): {counts}")

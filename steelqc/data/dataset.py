@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from steelqc.data.errors import DatasetError, LabelFormatError, UnsafeImageIdError
-from steelqc.data.images import check_size, decode_image_bytes
+from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, DecodedImage, check_size, decode_image_bytes
 from steelqc.data.rle import decode_rle
 from steelqc.data.storage import LocalStorage, Storage, open_storage
 
@@ -161,9 +161,12 @@ class Dataset:
     meta: DatasetMeta
     labels: pd.DataFrame
     image_ids: tuple[str, ...]
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are refused before decoding
 
     @classmethod
-    def open(cls, root: str, *, endpoint_url: str | None = None) -> "Dataset":
+    def open(
+        cls, root: str, *, endpoint_url: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    ) -> "Dataset":
         """Open ``root`` (folder or ``s3://``). Missing folder or CSV raises :class:`DatasetError`."""
         storage = open_storage(root, endpoint_url)
         if isinstance(storage, LocalStorage) and not storage.root.is_dir():
@@ -177,7 +180,7 @@ class Dataset:
             raise DatasetError(f"no {LABELS_FILE} in dataset", file=storage.uri)
         labels = parse_labels_csv(storage.read_bytes(LABELS_FILE), file=f"{storage.uri}/{LABELS_FILE}")
         image_ids = tuple(storage.list_files(IMAGES_DIR))
-        return cls(storage=storage, meta=meta, labels=labels, image_ids=image_ids)
+        return cls(storage=storage, meta=meta, labels=labels, image_ids=image_ids, max_image_pixels=max_image_pixels)
 
     @property
     def root(self) -> str:
@@ -211,11 +214,14 @@ class Dataset:
     def image_bytes(self, image_id: str) -> bytes:
         return self.storage.read_bytes(self.image_path(image_id))
 
+    def decode_image(self, data: bytes, image_id: str) -> DecodedImage:
+        """``data`` (the bytes of ``image_id``) decoded within the dataset's pixel budget."""
+        return decode_image_bytes(data, name=f"{self.root}/{self.image_path(image_id)}", max_pixels=self.max_image_pixels)
+
     def load_image(self, image_id: str) -> np.ndarray:
         """Grayscale pixels of one image, checked against the dataset's size."""
-        name = f"{self.root}/{self.image_path(image_id)}"
-        pixels = decode_image_bytes(self.image_bytes(image_id), name=name).pixels
-        return check_size(pixels, self.meta.height, self.meta.width, name=name)
+        pixels = self.decode_image(self.image_bytes(image_id), image_id).pixels
+        return check_size(pixels, self.meta.height, self.meta.width, name=f"{self.root}/{self.image_path(image_id)}")
 
     def _class_index(self, class_id: str, row: int) -> int:
         """Position of ``class_id`` in ``meta.class_ids``; a ClassId outside them is a :class:`LabelFormatError`."""

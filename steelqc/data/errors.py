@@ -34,6 +34,10 @@ class ImageDecodeError(DataError):
     """Bytes that do not decode as an image (truncated, corrupt, not an image)."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose header claims more pixels than the budget: refused before a pixel is decoded."""
+
+
 class ImageSizeError(DataError):
     """An image whose height × width differs from the dataset's (or a mask whose size differs from its image's)."""
 
@@ -44,3 +48,7 @@ class MaskError(DataError):
 
 class DatasetError(DataError):
     """A dataset folder that is missing, empty, or whose metadata is invalid."""
+
+
+class PathEscapeError(DatasetError):
+    """A path that leads out of the storage root, by '..' or by a symlink whose target lies outside it."""

@@ -2,18 +2,29 @@
 
 Every loader returns a 2-D ``uint8`` grayscale array: steel strip images are grey, and 3-channel files
 (R=G=B in Severstal) are converted, so one array layout flows through patches, training and inference.
+
+Hostile files fail as one typed error each, never as a crash or a silent wrong picture: the dimensions
+are read from the header and checked against a pixel budget before decoding (a 900 KB PNG can claim
+30000x30000); JPEGs are decoded by libjpeg-turbo with its warnings as errors (corrupt entropy data
+otherwise decodes to wrong pixels, reported on stderr only); 16-bit samples are scaled by bit depth.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
+from PIL import BmpImagePlugin, PngImagePlugin, TiffImagePlugin
 
-from steelqc.data.errors import ImageDecodeError, ImageSizeError
+from steelqc.config import DataSettings
+from steelqc.data.errors import ImageDecodeError, ImageSizeError, ImageTooLargeError
+
+DEFAULT_MAX_IMAGE_PIXELS: int = DataSettings.model_fields["max_image_pixels"].default
 
 # Magic numbers of the formats we accept; anything else is rejected before OpenCV guesses.
 _SIGNATURES: dict[str, tuple[bytes, ...]] = {
@@ -21,6 +32,13 @@ _SIGNATURES: dict[str, tuple[bytes, ...]] = {
     "png": (b"\x89PNG\r\n\x1a\n",),
     "bmp": (b"BM",),
     "tiff": (b"II*\x00", b"MM\x00*"),
+}
+# Pillow's reader of each format parses only the header on construction. Image.open would add Pillow's
+# own process-wide bomb limit (~179 MP), which would silently cap data.max_image_pixels.
+_HEADER_READERS = {
+    "png": PngImagePlugin.PngImageFile,
+    "bmp": BmpImagePlugin.BmpImageFile,
+    "tiff": TiffImagePlugin.TiffImageFile,
 }
 
 
@@ -50,8 +68,39 @@ def _is_truncated(data: bytes, fmt: str) -> bool:
     return False
 
 
-def _decode_raw(data: bytes, name: str) -> tuple[np.ndarray, str]:
-    """The file's pixels as stored (any depth and channel count) and its format, after the content checks."""
+def _dimensions(data: bytes, fmt: str) -> tuple[int, int]:
+    """``(height, width)`` from the header alone; a JPEG's from the same library that decodes it."""
+    if fmt == "jpeg":
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        return height, width
+    with _HEADER_READERS[fmt](io.BytesIO(data)) as header:
+        return header.height, header.width
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    """Grey ``(H, W)`` or BGR ``(H, W, 3)`` pixels, as OpenCV would return them (same libjpeg-turbo, same
+    pixels), but ``strict``: a libjpeg warning ("Corrupt JPEG data") raises instead of decoding wrong pixels."""
+    if simplejpeg.decode_jpeg_header(data)[2] == "Gray":
+        return simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)[:, :, 0]
+    return simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True)
+
+
+def _to_8_bit(raw: np.ndarray, name: str) -> np.ndarray:
+    """8-bit samples by bit depth (16-bit ÷ 257, rounded), never by the image's own range: stretching to
+    the brightest pixel made the same strip FAIL as 16-bit and HOLD as 8-bit."""
+    if raw.dtype == np.uint8:
+        return raw
+    if raw.dtype == np.uint16:
+        return cv2.convertScaleAbs(raw, alpha=1 / 257)
+    raise ImageDecodeError(f"{raw.dtype} samples are not supported (8- or 16-bit integers only)", file=name)
+
+
+def _decode_raw(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, str]:
+    """The file's pixels as stored (any depth and channel count) and its format, after the content checks.
+
+    An image whose header claims more than ``max_pixels`` pixels raises :class:`ImageTooLargeError`
+    before anything is decoded.
+    """
     if not data:
         raise ImageDecodeError("empty file", file=name)
     fmt = sniff_format(data)
@@ -59,17 +108,31 @@ def _decode_raw(data: bytes, name: str) -> tuple[np.ndarray, str]:
         raise ImageDecodeError("not a JPEG/PNG/BMP/TIFF image (unknown leading bytes)", file=name)
     if _is_truncated(data, fmt):
         raise ImageDecodeError(f"truncated {fmt.upper()} data (end marker missing)", file=name)
-    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        height, width = _dimensions(data, fmt)
+        if height * width > max_pixels:
+            raise ImageTooLargeError(
+                f"image is {height}x{width} ({height * width / 1e6:.1f} MP), over the pixel budget of "
+                f"{max_pixels / 1e6:g} MP (data.max_image_pixels): refused before decoding",
+                file=name,
+            )
+        raw = _decode_jpeg(data) if fmt == "jpeg" else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV's own limits, e.g. CV_IO_MAX_IMAGE_PIXELS with a budget above it
+        raise ImageDecodeError(f"{fmt.upper()} data could not be decoded: {exc.err}", file=name) from None
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's header readers; libjpeg-turbo raises ValueError
+        raise ImageDecodeError(f"{fmt.upper()} data could not be decoded: {exc}", file=name) from None
     if raw is None or raw.size == 0:
         raise ImageDecodeError(f"{fmt.upper()} data could not be decoded", file=name)
     return raw, fmt
 
 
-def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
-    """Decode image bytes to grayscale; raise :class:`ImageDecodeError` naming ``name`` on any problem."""
-    raw, fmt = _decode_raw(data, name)
-    if raw.dtype != np.uint8:
-        raw = cv2.convertScaleAbs(raw, alpha=255.0 / max(float(raw.max()), 1.0))
+def decode_image_bytes(
+    data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> DecodedImage:
+    """Decode image bytes to grayscale; raise :class:`ImageDecodeError` naming ``name`` on any problem
+    (:class:`ImageTooLargeError` before decoding when the header claims more than ``max_pixels``)."""
+    raw, fmt = _decode_raw(data, name, max_pixels)
+    raw = _to_8_bit(raw, name)
     if raw.ndim == 2:
         return DecodedImage(raw, fmt, 1)
     channels = raw.shape[2]
@@ -82,13 +145,13 @@ def decode_image_bytes(data: bytes, *, name: str = "<bytes>") -> DecodedImage:
     raise ImageDecodeError(f"unsupported channel count {channels}", file=name)
 
 
-def decode_mask_bytes(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
+def decode_mask_bytes(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """A mask image as a boolean (H, W) array: True where any colour channel is non-zero.
 
     Not via grey: a dark colour (blue 1) rounds to grey 0 and would vanish. Alpha is ignored, since
     annotation tools write both transparent and opaque black backgrounds.
     """
-    raw, _ = _decode_raw(data, name)
+    raw, _ = _decode_raw(data, name, max_pixels)
     if raw.ndim == 2:
         return raw != 0
     if raw.shape[2] not in (1, 3, 4):
@@ -99,16 +162,17 @@ def decode_mask_bytes(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
 def read_image_size(path: Path) -> tuple[int, int]:
     """``(height, width)`` from a file's header, without decoding its pixels (~20x faster than decoding):
     importers plan the output size before they decode anything."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not a readable image", file=str(path)) from None
+        data = path.read_bytes()
     except OSError as exc:
         raise ImageDecodeError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-    return height, width
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageDecodeError("not a readable image (unknown leading bytes)", file=str(path))
+    try:
+        return _dimensions(data, fmt)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{fmt.upper()} header could not be read: {exc}", file=str(path)) from None
 
 
 def read_image(source: str | Path | bytes, *, name: str | None = None) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from steelqc.data.errors import DatasetError, MissingImageError
+from steelqc.data.errors import DatasetError, MissingImageError, PathEscapeError
 
 
 class Storage(Protocol):
@@ -31,17 +31,21 @@ class Storage(Protocol):
 
 
 class LocalStorage:
-    """A folder on disk."""
+    """A folder on disk. Symlinks are followed only to targets inside the (resolved) root: a link out of
+    it, to a folder or a file, raises :class:`PathEscapeError` saying so, instead of reading what a
+    dataset author pointed at (``/etc/passwd``) or looking empty. The root itself may be a symlink."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
 
     def _path(self, relpath: str) -> Path:
-        # Lexical check, not resolve(): a symlinked images folder is a normal way to assemble a dataset.
-        path = Path(os.path.normpath(self.root / relpath))
+        path = (self.root / relpath).resolve()
         if self.root != path and self.root not in path.parents:
-            raise DatasetError(f"path {relpath!r} escapes the dataset root", file=relpath)
+            raise PathEscapeError(
+                f"path {relpath!r} resolves to {path}, outside the root {self.root} (symlinks must point inside it)",
+                file=relpath,
+            )
         return path
 
     def read_bytes(self, relpath: str) -> bytes:
@@ -62,6 +66,8 @@ class LocalStorage:
     def list_files(self, reldir: str) -> list[str]:
         folder = self._path(reldir)
         if not folder.is_dir():
+            if (self.root / reldir).is_symlink():
+                raise DatasetError(f"{reldir!r} is a symlink to {folder}, which is not a folder", file=self.uri)
             return []
         return sorted(entry.name for entry in os.scandir(folder) if entry.is_file())
 
@@ -88,7 +94,7 @@ class S3Storage:
     def _key(self, relpath: str) -> str:
         parts = [p for p in relpath.split("/") if p]
         if any(p == ".." for p in parts):
-            raise DatasetError(f"path {relpath!r} escapes the dataset root", file=relpath)
+            raise PathEscapeError(f"path {relpath!r} escapes the dataset root", file=relpath)
         return "/".join([self.prefix, *parts]) if self.prefix else "/".join(parts)
 
     def read_bytes(self, relpath: str) -> bytes:

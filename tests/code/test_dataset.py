@@ -15,6 +15,7 @@ from steelqc.data.errors import (
     ImageSizeError,
     LabelFormatError,
     MissingImageError,
+    PathEscapeError,
     RLEError,
     UnsafeImageIdError,
 )
@@ -178,16 +179,51 @@ def test_grayscale_and_three_channel_decode_by_content(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_image(tmp_path / "file.png"), gray)
 
 
-def test_symlinked_images_folder_is_readable(tmp_path: Path) -> None:
+def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
+    root = _write(tmp_path / "root", "ImageId,ClassId,EncodedPixels\n", {})
+    (root / "store").mkdir()
+    (root / "store" / "real.png").write_bytes(encode_png(_pixels(7)))
+    (root / "train_images").rmdir()
+    (root / "train_images").symlink_to(root / "store")
+    (root / "store" / "alias.png").symlink_to("real.png")
+    (tmp_path / "root-link").symlink_to(root)  # the root itself may be a symlink
+    ds = Dataset.open(str(tmp_path / "root-link"))
+    assert ds.image_ids == ("alias.png", "real.png")
+    np.testing.assert_array_equal(ds.load_image("alias.png"), _pixels(7))
+
+
+def test_a_symlinked_images_folder_outside_the_root_is_refused_with_the_rule(tmp_path: Path) -> None:
     source = _write(tmp_path / "source", "ImageId,ClassId,EncodedPixels\n", {"aaa.jpg": encode_png(_pixels(7))})
     linked = tmp_path / "linked"
     linked.mkdir()
     (linked / "train.csv").write_text("ImageId,ClassId,EncodedPixels\n")
-    (linked / "dataset.yaml").write_text(META.to_yaml())
     (linked / "train_images").symlink_to(source / "train_images")
-    ds = Dataset.open(str(linked))
-    assert ds.image_ids == ("aaa.jpg",)
-    np.testing.assert_array_equal(ds.load_image("aaa.jpg"), _pixels(7))
+    with pytest.raises(PathEscapeError, match=r"outside the root .*\(symlinks must point inside it\)"):
+        Dataset.open(str(linked))
+
+
+def test_a_file_symlink_out_of_the_root_is_never_read(tmp_path: Path) -> None:
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    root = _write(tmp_path / "root", "ImageId,ClassId,EncodedPixels\n", {"good.jpg": encode_png(_pixels())})
+    (root / "train_images" / "passwd.jpg").symlink_to(secret)
+    ds = Dataset.open(str(root))
+    assert ds.image_ids == ("good.jpg", "passwd.jpg")  # listed, so it is reported rather than missing
+    with pytest.raises(PathEscapeError, match=f"resolves to {secret}, outside the root") as info:
+        ds.image_bytes("passwd.jpg")
+    assert info.value.file == "train_images/passwd.jpg"
+    (root / "train.csv").unlink()
+    (root / "train.csv").symlink_to(secret)
+    with pytest.raises(PathEscapeError, match="train.csv"):
+        Dataset.open(str(root))
+
+
+def test_a_dangling_images_folder_symlink_says_so_instead_of_looking_empty(tmp_path: Path) -> None:
+    root = _write(tmp_path / "root", "ImageId,ClassId,EncodedPixels\n", {})
+    (root / "train_images").rmdir()
+    (root / "train_images").symlink_to(root / "no-such-folder")
+    with pytest.raises(DatasetError, match="'train_images' is a symlink to .*no-such-folder, which is not a folder"):
+        Dataset.open(str(root))
 
 
 def test_metadata_round_trip_and_defaults(tmp_path: Path) -> None:

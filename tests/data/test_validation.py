@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 from typer.testing import CliRunner
 
 from steelqc.cli import app
 from steelqc.config import ValidationSettings
 from steelqc.data.dataset import IMAGES_DIR, LABELS_FILE, Dataset
 from steelqc.data.images import encode_jpeg, encode_png
-from steelqc.data.synth import generate_dataset
+from steelqc.data.synth import generate_dataset, generate_strip
 from steelqc.validation import (
+    EXAMPLES_PER_FAILURE,
     ValidationFailed,
     ValidationResult,
     compute_data_hash,
@@ -76,7 +78,17 @@ IMAGE_KINDS = {  # file name: (what is wrong, failing column, expectation)
     "aaaaaaaa3.jpg": ("wrong size", "height", "expect_column_values_to_be_between"),
     "aaaaaaaa4.jpg": ("blank", "pixel_range", "expect_column_values_to_be_between"),
     "aaaaaaaa5.jpg": ("4 channels", "channels", "expect_column_values_to_be_in_set"),
+    "aaaaaaaa6.jpg": ("PNG header claiming 60000x60000", "decode_error", "expect_column_values_to_be_null"),
+    "aaaaaaaa7.jpg": ("decompression bomb", "decode_error", "expect_column_values_to_be_null"),
+    "aaaaaaaa8.jpg": ("corrupt JPEG entropy data", "decode_error", "expect_column_values_to_be_null"),
+    "aaaaaaaa9.jpg": ("symlink out of the dataset", "decode_error", "expect_column_values_to_be_null"),
 }
+
+
+def _outside_file(folder: Path) -> Path:
+    """A readable file outside the dataset (as /etc/passwd was): a symlink to it must never be read."""
+    (folder / "secret.txt").write_text("root:x:0:0\n")
+    return folder / "secret.txt"
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +115,10 @@ def corrupted(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     (images / "aaaaaaaa3.jpg").write_bytes(encode_jpeg(small))
     (images / "aaaaaaaa4.jpg").write_bytes(encode_jpeg(np.zeros((256, 1600), np.uint8)))
     (images / "aaaaaaaa5.jpg").write_bytes(encode_png(np.dstack([np.eye(256, 1600, dtype=np.uint8) * 200] * 4)))
+    (images / "aaaaaaaa6.jpg").write_bytes(png_header_claiming(60000, 60000))
+    (images / "aaaaaaaa7.jpg").write_bytes(deflate_bomb_png(30000, 30000))
+    (images / "aaaaaaaa8.jpg").write_bytes(jpeg_with_corrupt_entropy(generate_strip(np.random.default_rng(1))[0], seed=1))
+    (images / "aaaaaaaa9.jpg").symlink_to(_outside_file(tmp_path_factory.mktemp("outside")))
     (images / "cccccccc1.jpg").write_bytes(good)  # an exact duplicate of clean[-1]: a warning only
     result = _validate(root, tmp_path_factory.mktemp("report"), mode="quarantine", min_valid_fraction=0.3)
     return {
@@ -170,7 +186,8 @@ def test_each_bad_image_kind_fails_its_expectation_and_names_the_file(corrupted:
     result = corrupted["result"]
     _, column, expectation = IMAGE_KINDS[file]
     failure = _failure(result, "images", column)
-    assert file in [example["file"] for example in failure["examples"]]
+    examples = [example["file"] for example in failure["examples"]]
+    assert file in examples or len(examples) == EXAMPLES_PER_FAILURE  # a sample; rejected.csv names every file
     assert f"{expectation}({column})" in set(_rejected_for(result, file=file)["expectation"])
     assert file not in result.kept_image_ids
 
@@ -179,6 +196,11 @@ def test_decode_errors_say_why(corrupted: dict) -> None:
     reasons = corrupted["result"].rejected.set_index("file")["reason"]
     assert "truncated JPEG" in reasons[f"{IMAGES_DIR}/aaaaaaaa1.jpg"]
     assert "not a JPEG/PNG/BMP/TIFF" in reasons[f"{IMAGES_DIR}/aaaaaaaa2.jpg"]
+    assert "60000x60000" in reasons[f"{IMAGES_DIR}/aaaaaaaa6.jpg"]
+    assert "30000x30000" in reasons[f"{IMAGES_DIR}/aaaaaaaa7.jpg"]
+    assert "over the pixel budget" in reasons[f"{IMAGES_DIR}/aaaaaaaa7.jpg"]
+    assert "Corrupt JPEG data" in reasons[f"{IMAGES_DIR}/aaaaaaaa8.jpg"]
+    assert "symlinks must point inside it" in reasons[f"{IMAGES_DIR}/aaaaaaaa9.jpg"]
 
 
 def test_exact_duplicate_images_are_a_warning_not_a_rejection(corrupted: dict) -> None:
@@ -349,6 +371,28 @@ def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
     assert "dataset folder not found" in result.output
+
+
+def test_cli_relative_report_folder_works(synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["validate", str(synthetic_dataset), "--report", "reports/v1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "reports" / "v1" / "summary.json").read_text())
+    assert summary["reports"]["manifest"] == str(tmp_path / "reports" / "v1" / "manifest.json")  # absolute
+    assert (tmp_path / "reports" / "v1" / "data_docs" / "index.html").exists()
+
+
+def test_cli_failure_leaves_no_half_written_report(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_error(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("steelqc.validation.scan_images", disk_error)
+    result = CliRunner().invoke(app, ["validate", str(synthetic_dataset), "--report", str(tmp_path / "new" / "report")])
+    assert result.exit_code == 2 and "No space left on device" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # a message, not a traceback
+    assert not (tmp_path / "new").exists()
 
 
 def test_cli_default_report_goes_to_the_state_dir(synthetic_dataset: Path, isolated_state: Path) -> None:

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 from steelqc.batch_inspection import DECISION_COLUMNS, inspect_batch, list_images
 from steelqc.config import ModelSettings, MonitoringSettings
@@ -96,6 +97,33 @@ def test_bad_files_are_listed_and_never_stop_the_batch(model: keras.Model, tmp_p
 
     without_size_check = inspect_batch(_inspector(model), folder / "small.png", tmp_path / "one")
     assert without_size_check.counts["ERROR"] == 0 and len(without_size_check.decisions) == 1
+
+
+def test_hostile_files_are_error_rows_while_the_rest_of_the_batch_is_decided(
+    model: keras.Model, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(2):
+        (folder / f"good{i}.jpg").write_bytes(encode_jpeg(generate_strip(rng)[0]))
+    (folder / "claims.png").write_bytes(png_header_claiming(60000, 60000))
+    (folder / "bomb.png").write_bytes(deflate_bomb_png(30000, 30000))
+    (folder / "corrupt.jpg").write_bytes(jpeg_with_corrupt_entropy(generate_strip(rng)[0], seed=1))
+    (tmp_path / "outside.png").write_bytes(encode_png(generate_strip(rng)[0]))
+    (folder / "link.png").symlink_to(tmp_path / "outside.png")
+
+    for image_size in (SIZE, None):  # `--image-size any` decoded the bomb in full (9.9 GB)
+        result = inspect_batch(_inspector(model), folder, tmp_path / "out", workers=2, batch_images=2, image_size=image_size)
+        rows = result.decisions.set_index("image")
+        assert result.counts["ERROR"] == 4 and (rows.loc[["good0.jpg", "good1.jpg"], "decision"] != "ERROR").all()
+        assert "60000x60000" in rows.loc["claims.png", "error"] and "over the pixel budget" in rows.loc["claims.png", "error"]
+        assert "30000x30000" in rows.loc["bomb.png", "error"]
+        assert "Corrupt JPEG data" in rows.loc["corrupt.jpg", "error"]
+        assert "outside the root" in rows.loc["link.png", "error"]
+
+    named = inspect_batch(_inspector(model), folder / "link.png", tmp_path / "one", image_size=SIZE)
+    assert named.counts["ERROR"] == 0  # a file named on its own is read wherever its symlink points
 
 
 def test_an_unreadable_file_is_an_error_row(

@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from hostile_files import bit_depth_and_channel_copies, deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 from steelqc.data.errors import ImageDecodeError
 from steelqc.data.images import encode_jpeg, encode_png
@@ -106,12 +107,25 @@ def test_decode_inputs_accepts_encoded_bytes_and_arrays() -> None:
         (np.full((4, 4), 300), "0-255"),
         (np.zeros((2, 3, 4, 5), np.uint8), "shape"),
         ("text", "expected image bytes"),
+        (png_header_claiming(60000, 60000), "over the pixel budget"),
+        (deflate_bomb_png(30000, 30000), "30000x30000 .* refused before decoding"),
+        (jpeg_with_corrupt_entropy(np.tile(np.arange(160, dtype=np.uint8), (256, 10))), "JPEG data could not be decoded"),
     ],
 )
 def test_decode_inputs_names_the_bad_item(item: object, reason: str) -> None:
     with pytest.raises(ImageDecodeError, match=reason) as info:
         decode_inputs([encode_png(strip()), item])  # type: ignore[list-item]
     assert info.value.file == "input[1]"
+
+
+def test_8_and_16_bit_grey_rgb_and_rgba_copies_get_the_same_scores(model: keras.Model) -> None:
+    """Stretching 16-bit images to their own brightest pixel made the same strip FAIL as 16-bit and
+    HOLD as 8-bit; this model's score is the brightest pixel, so any stretch would show."""
+    copies = bit_depth_and_channel_copies(strip(160))
+    results = Inspector(model, thresholds(), PATCH, STRIDE, "reflect").inspect(decode_inputs(list(copies.values())))
+    assert {r.decision for r in results} == {"HOLD"}
+    for result in results[1:]:
+        np.testing.assert_array_equal(result.patch_scores, results[0].patch_scores)
 
 
 def test_inspector_scores_equal_the_evaluation_pipeline_scores(synthetic_dataset: Path) -> None:
