@@ -18,7 +18,7 @@ from prefect import task
 from steelqc import promotion, train_job
 from steelqc.config import Settings
 from steelqc.evaluation import EvaluationReport
-from steelqc.gate import GateDecision, gate
+from steelqc.gate import GateDecision, RecallBound, gate
 from steelqc.registry import (
     configure_tracking,
     ensure_experiment,
@@ -145,7 +145,7 @@ def run_gate(
         recall_target=settings.gate_recall_target,
         tolerance=settings.gate.recall_tolerance,
         min_specificity=settings.gate.min_patch_specificity,
-        bound_met=bool(thresholds.get("bound_met", True)) or settings.thresholds.confidence is None,
+        recall_bound=RecallBound.of(Thresholds.from_dict(thresholds), settings.thresholds),
         champion_version=champion["version"],
         champion_error=champion["error"],
     )
