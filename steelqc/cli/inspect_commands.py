@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.cli._app import ConfigOption, SetOption, app, console, exit_for, fail, run_guarded, settings_from_cli
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +35,6 @@ def _parse_date(text: str | None, flag: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         fail(f"{flag} expects a date like 2026-11-27, got {text!r}")
-        raise
 
 
 def _reference(run_id: str, folder: Path | None) -> tuple[pd.DataFrame, PCA | None]:
@@ -61,8 +60,6 @@ def inspect(
     sets: list[str] | None = SetOption,
 ) -> None:
     """Decide PASS / HOLD / FAIL for every image; bad images are listed with their reason, never skipped."""
-    from mlflow.exceptions import MlflowException
-
     from steelqc.batch_inspection import inspect_batch
     from steelqc.monitoring import MonitoringDataError, champion_uri, patch_log_of
     from steelqc.registry import configure_tracking, load_inspector
@@ -73,9 +70,8 @@ def inspect(
     run_guarded(configure_tracking, settings)
     try:
         inspector, meta = load_inspector(model)
-    except (MlflowException, OSError) as exc:
-        fail(f"cannot load model {model}: {exc}")
-        return
+    except Exception as exc:  # noqa: BLE001 - exit_for re-raises what the exit-code table does not know
+        exit_for(exc, f" (loading model {model})")
     reducer = None
     if log:
         try:
@@ -108,8 +104,6 @@ def monitor(
     sets: list[str] | None = SetOption,
 ) -> None:
     """Evidently drift report of the production patch log against the model's reference; exit 1 on drift."""
-    from mlflow.exceptions import MlflowException
-
     from steelqc.monitoring import champion_uri, drift_report, log_drift_run, model_version_of, patch_log_of, read_window
     from steelqc.registry import configure_tracking
 
@@ -120,9 +114,8 @@ def monitor(
     run_guarded(configure_tracking, settings)
     try:
         version, run_id = model_version_of(model)
-    except MlflowException as exc:
-        fail(f"cannot resolve model {model}: {exc}")
-        return
+    except Exception as exc:  # noqa: BLE001 - exit_for re-raises what the exit-code table does not know
+        exit_for(exc, f" (resolving model {model})")
     reference_frame, _ = run_guarded(_reference, run_id, reference)
     current, others = run_guarded(read_window, patch_log_of(settings), first, last, version)
     if others:

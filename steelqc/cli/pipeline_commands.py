@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, parse_sets, settings_from_cli
+from steelqc.cli._app import ConfigOption, SetOption, app, console, exit_for, fail, parse_sets, settings_from_cli
 from steelqc.config import Settings
 
 HEADLINE = ("patch_recall", "patch_precision", "patch_specificity", "image_recall", "image_precision", "image_specificity")
@@ -18,8 +18,6 @@ def _run_retrain(data: str | None, config: str | None, sets: list[str] | None, a
                  runner: str, dask_address: str | None) -> tuple[Settings, dict[str, Any]]:
     from flows.retrain import retrain
     from flows.runners import task_runner
-    from steelqc.data.errors import DataError
-    from steelqc.validation import ValidationFailed
 
     settings = settings_from_cli(config, sets)
     overrides = parse_sets(sets)
@@ -30,10 +28,8 @@ def _run_retrain(data: str | None, config: str | None, sets: list[str] | None, a
     try:
         flow = retrain.with_options(task_runner=task_runner(runner, dask_address))  # type: ignore[arg-type]
         summary = flow(data=data, config=config or "demo", overrides=overrides, auto_approve=auto_approve)
-    except ValidationFailed as exc:
-        fail(f"{exc}\nnothing was trained; the champion is unchanged", code=1)
-    except (DataError, ValueError) as exc:
-        fail(f"{exc}\nthe champion is unchanged")
+    except Exception as exc:  # noqa: BLE001 - exit_for re-raises what the exit-code table does not know
+        exit_for(exc, "\nthe champion is unchanged")
     return settings, summary
 
 
