@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from steelqc.config import load_settings
-from steelqc.monitoring import champion_uri
+from steelqc.promotion import champion_uri
 from tasks import inspection as t
 
 

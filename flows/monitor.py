@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from steelqc.config import load_settings
-from steelqc.monitoring import champion_uri
+from steelqc.promotion import champion_uri
 from tasks import monitoring as t
 
 

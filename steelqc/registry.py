@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import urlopen
@@ -37,8 +37,12 @@ from mlflow.types import ColSpec, Schema
 import steelqc
 from steelqc.config import PatchSettings, Settings, TrackingSettings
 from steelqc.data.errors import ImageDecodeError
-from steelqc.inference import ImageResult, Inspector, decode_inputs
 from steelqc.thresholds import Thresholds
+
+# steelqc.inference brings TensorFlow: it loads where a model is used, so the QA commands (promotion) can use
+# the experiment helpers here and start in seconds.
+if TYPE_CHECKING:
+    from steelqc.inference import ImageResult, Inspector
 
 PROJECT_ROOT = Path(steelqc.__file__).resolve().parents[1]
 SERVER_SCHEMES = {"http", "https", "databricks"}
@@ -117,24 +121,28 @@ def _check_reachable(uri: str) -> None:
         ) from exc
 
 
-def experiment_name(tracking: TrackingSettings, dataset_name: str) -> str:
-    """One experiment per dataset: ``<prefix>-<dataset name>``."""
-    return f"{tracking.experiment_prefix}-{dataset_name}"
+def experiment_name(tracking: TrackingSettings, subject: str) -> str:
+    """``<prefix>-<subject>``: one experiment per dataset, plus ``monitoring`` and ``promotions``."""
+    return f"{tracking.experiment_prefix}-{subject}"
 
 
-def ensure_experiment(settings: Settings, dataset_name: str) -> str:
-    """The id of the dataset's experiment, created on first use (artefacts under the state dir locally)."""
-    name = experiment_name(settings.tracking, dataset_name)
-    existing = mlflow.get_experiment_by_name(name)
+def ensure_experiment(settings: Settings, subject: str) -> str:
+    """The id of experiment :func:`experiment_name`, created on first use; the one place experiments are made.
+
+    A local store (SQLite, a folder) keeps the artefacts under the state dir; a server decides where its go.
+    """
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    name = experiment_name(settings.tracking, subject)
+    existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
     artifact_location = None
-    if not is_server_uri(mlflow.get_tracking_uri()):
+    if not is_server_uri(settings.mlflow_tracking_uri):
         artifact_location = (settings.mlflow_artifact_root / name).as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location)
     except MlflowException:  # created concurrently by another run
-        found = mlflow.get_experiment_by_name(name)
+        found = client.get_experiment_by_name(name)
         if found is None:
             raise
         return found.experiment_id
@@ -214,6 +222,8 @@ def images_from_model_input(model_input: Any) -> list[np.ndarray]:
             raise ImageDecodeError(f"image array of shape {model_input.shape} (expected 2-4 dims)", file="model input")
     else:
         items = list(model_input)
+    from steelqc.inference import decode_inputs
+
     return decode_inputs([_item_bytes_or_array(item, i) for i, item in enumerate(items)])
 
 
@@ -274,6 +284,8 @@ class SteelQCModel(PythonModel):
 def inspector_from_files(keras_path: str | Path, thresholds_path: str | Path, geometry_path: str | Path) -> Inspector:
     """Rebuild the Inspector from the three artefacts of a logged model."""
     import keras
+
+    from steelqc.inference import Inspector
 
     model = keras.saving.load_model(keras_path, compile=False)
     thresholds = Thresholds.from_dict(json.loads(Path(thresholds_path).read_text()))

@@ -125,9 +125,10 @@ def score_champion(manifest_path: str, index: pd.DataFrame, settings: Settings, 
     version = promotion.champion_version(settings)
     if version is None:
         return {"version": None, "metrics": None, "error": None}
-    uri = f"models:/{settings.tracking.registered_model}@{promotion.CHAMPION}"
     try:
-        report = train_job.score_model_on_split(uri, clean_dataset(manifest_path, settings), index, settings, work_dir / "champion")
+        report = train_job.score_model_on_split(
+            promotion.champion_uri(settings), clean_dataset(manifest_path, settings), index, settings, work_dir / "champion"
+        )
     except Exception as exc:  # noqa: BLE001 - any failure to load or score the champion must fail the gate safe
         return {"version": version, "metrics": None, "error": f"{type(exc).__name__}: {exc}"}
     return {"version": version, "metrics": dict(report.metrics), "error": None}
