@@ -34,7 +34,9 @@ class DataSettings(_Section):
 
     root: str | None = Field(None, description="Dataset folder or s3://bucket/prefix")
     s3_endpoint_url: str | None = Field(
-        None, description="S3-compatible endpoint; defaults to $MLFLOW_S3_ENDPOINT_URL / $AWS_ENDPOINT_URL_S3"
+        None,
+        description="S3-compatible endpoint for datasets, patch log and inspected images; default: boto3's own "
+        "($AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, the AWS config file)",
     )
     image_workers: int = Field(4, ge=1, description="Threads decoding images in parallel")
     chunk_images: int = Field(256, ge=1, description="Images per fan-out task (validation scan, patch indexing)")
@@ -224,15 +226,6 @@ class Settings(BaseSettings):
     def gate_recall_target(self) -> float:
         """The test recall a challenger must reach: ``gate.recall_target``, else the thresholds' target."""
         return self.gate.recall_target if self.gate.recall_target is not None else self.thresholds.recall_target
-
-    @property
-    def s3_endpoint_url(self) -> str | None:
-        return (
-            self.data.s3_endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-            or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-        )
 
 
 class _ResolvedSettings(Settings):

@@ -552,7 +552,7 @@ def model_version_of(model_uri: str) -> tuple[str | None, str]:
 
 def patch_log_of(settings: Settings) -> PatchLog:
     """The production patch log configured by ``monitoring.log_dir`` (default ``<state>/patch-log``)."""
-    return PatchLog(settings.monitoring.log_dir or settings.state_dir / "patch-log", endpoint_url=settings.s3_endpoint_url)
+    return PatchLog(settings.monitoring.log_dir or settings.state_dir / "patch-log", endpoint_url=settings.data.s3_endpoint_url)
 
 
 def read_window(

@@ -80,7 +80,7 @@ def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
 
 def open_dataset(root: str, settings: Settings) -> Dataset:
     """The dataset at ``root`` (folder or ``s3://``), with the configured S3 endpoint."""
-    return Dataset.open(root, endpoint_url=settings.s3_endpoint_url)
+    return Dataset.open(root, endpoint_url=settings.data.s3_endpoint_url)
 
 
 def validate(

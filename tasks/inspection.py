@@ -50,7 +50,7 @@ def inspect_images(
     """Decide on every image under ``source``; a summary with the counts, output paths and error rows."""
     result = inspect_batch(
         inspector, source, out_dir, workers=settings.data.image_workers, patch_log=patch_log_of(settings) if log_patches else None,
-        reducer=reducer, image_size=image_size, endpoint_url=settings.s3_endpoint_url, model_version=meta.version,
+        reducer=reducer, image_size=image_size, endpoint_url=settings.data.s3_endpoint_url, model_version=meta.version,
     )  # fmt: skip
     errors = result.decisions[result.decisions["decision"] == "ERROR"]
     return {

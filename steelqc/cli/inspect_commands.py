@@ -66,7 +66,7 @@ def inspect(
     patch_log = patch_log_of(settings) if log else None
     result = run_guarded(
         inspect_batch, inspector, path, out, workers=workers, batch_images=batch_images, patch_log=patch_log,
-        reducer=reducer, image_size=size, endpoint_url=settings.s3_endpoint_url, model_version=meta.version,
+        reducer=reducer, image_size=size, endpoint_url=settings.data.s3_endpoint_url, model_version=meta.version,
     )  # fmt: skip
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     console.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}): {counts}")

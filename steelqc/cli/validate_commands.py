@@ -82,7 +82,7 @@ def validate(
     mode = None if quarantine is None else ("quarantine" if quarantine else "fail")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = report or settings.state_dir / "reports" / f"validation-{stamp}"
-    dataset = run_guarded(Dataset.open, root, endpoint_url=settings.s3_endpoint_url)
+    dataset = run_guarded(Dataset.open, root, endpoint_url=settings.data.s3_endpoint_url)
     result = run_guarded(
         validate_dataset,
         dataset,
