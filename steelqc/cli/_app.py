@@ -10,7 +10,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from steelqc.config import ConfigError, Settings, load_settings
+from steelqc.config import Settings, load_settings, resolve_profile
 
 app = typer.Typer(
     name="steelqc",
@@ -36,7 +36,9 @@ def stdout_console() -> Console:
     """Standard output as it is now (tests and pipes swap it per command, so built at call time)."""
     return _unwrapped_console(stderr=False)
 
-ConfigOption = typer.Option(None, "--config", "-c", help="Profile name (demo, severstal) or path to a YAML file")
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="Profile name (demo, severstal) or path to a YAML file; default: the built-in defaults"
+)
 SetOption = typer.Option(None, "--set", help="Override a setting: --set train.epochs_frozen=2 (repeatable)")
 
 
@@ -51,11 +53,14 @@ def parse_sets(sets: list[str] | None) -> dict[str, str]:
     return parsed
 
 
-def settings_from_cli(config: str | None, sets: list[str] | None, **overrides: Any) -> Settings:
-    """Settings from a profile plus ``--set key=value`` flags and command-specific flags (None = unset)."""
+def settings_from_cli(
+    config: str | None, sets: list[str] | None, *, generated_data: bool = False, **overrides: Any
+) -> Settings:
+    """Settings from the profile :func:`~steelqc.config.resolve_profile` picks, ``--set key=value`` flags and
+    command-specific flags (None = unset)."""
     parsed: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     parsed.update(parse_sets(sets))
-    return run_guarded(load_settings, config, parsed)
+    return run_guarded(load_settings, resolve_profile(config, generated_data=generated_data), parsed)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
