@@ -26,6 +26,7 @@ from urllib.request import urlopen
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.data.dataset_source import DatasetSource
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -173,15 +174,29 @@ def log_epoch_metrics(epoch: int, logs: Mapping[str, Any]) -> None:
         mlflow.log_metrics(numeric, step=int(epoch))
 
 
+def dataset_source(root: str) -> DatasetSource:
+    """Where a dataset lives, declared: MLflow's guess from a bare local path is ambiguous (and says so)."""
+    from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource  # registered at import
+
+    return S3ArtifactDatasetSource(root) if root.startswith("s3://") else LocalArtifactDatasetSource(root)
+
+
 def log_lineage(
     data_hash: str, validation_summary: Mapping[str, Any], index: pd.DataFrame, source: str, dataset_name: str
 ) -> None:
-    """Record what the run was trained on: data hash and validation summary as tags, the patch index as input."""
+    """Record what the run was trained on: data hash and validation summary as tags, the patch index as input.
+
+    The logged dataset declares the index's integer columns as doubles, as MLflow advises: its schema is
+    inferred from the frame and warns about integer columns otherwise (the index has no missing values).
+    """
     tags = {"data_hash": data_hash, "dataset": dataset_name, "dataset_source": source}
     tags.update({f"validation.{k}": str(v) for k, v in validation_summary.items() if not isinstance(v, (list, dict))})
     mlflow.set_tags(tags)
     mlflow.log_dict(dict(validation_summary), "validation/summary.json")
-    patch_dataset = mlflow.data.from_pandas(index, source=source, targets="label", name=f"{dataset_name}-patches")
+    as_doubles = index.astype({column: "float64" for column in index.select_dtypes("integer").columns})
+    patch_dataset = mlflow.data.from_pandas(
+        as_doubles, source=dataset_source(source), targets="label", name=f"{dataset_name}-patches"
+    )
     mlflow.log_input(patch_dataset, context="training", tags={"data_hash": data_hash})
 
 

@@ -165,6 +165,9 @@ def _run_stage(
         epochs=start + epochs - state.epochs_in_stage[str(stage)],
         class_weight={int(k): v for k, v in state.class_weights.items()},
         callbacks=callbacks,
+        # the input pipeline shuffles (a fresh image order per epoch); Keras cannot shuffle a tf.data dataset and
+        # warns whenever its default shuffle=True is left on
+        shuffle=False,
         verbose=0,
     )
     if stopper.stopped_epoch > 0:
