@@ -56,7 +56,7 @@ def retrain(
 
     data_root = data or data_tasks.generate_data(settings)
     validation, index = validate_and_index(data_root, settings, work_dir)
-    run_id = t.start_run(settings, validation, index, str(flow_run.id))
+    run_id = t.start_run(settings, validation, index, work_dir, str(flow_run.id))
     training = t.train(validation["manifest_path"], index, settings, work_dir, run_id)
     thresholds = t.choose_thresholds(validation["manifest_path"], index, settings, training, run_id)
     evaluation = t.evaluate(validation["manifest_path"], index, settings, training, thresholds, work_dir)

@@ -40,7 +40,7 @@ from steelqc.registry import (
     version_tags,
 )
 from steelqc.thresholds import Thresholds, choose_thresholds
-from steelqc.training import TrainResult, predict_split, train_model
+from steelqc.training import TrainingRecord, TrainResult, predict_split, train_model
 from steelqc.validation import ValidationResult, validate_dataset
 
 #: Metrics printed by the CLI and returned to callers: recall first, never without precision and specificity.
@@ -133,14 +133,24 @@ def evaluate_test(
     )
 
 
-def log_training(result: TrainResult, thresholds: Thresholds) -> None:
+def log_run_start(settings: Settings, job: str, work_dir: Path, tags: Mapping[str, str] | None = None) -> None:
+    """What a training run records first, on the active run: the whole config, the job, commit and work folder.
+
+    ``steelqc train`` and the retraining flow both call this, :func:`~steelqc.registry.log_lineage`,
+    :func:`log_training` and :func:`log_and_register`, so their runs and versions carry the same records.
+    """
+    mlflow.log_params(flatten_settings(settings))
+    mlflow.set_tags({"job": job, "git_commit": git_commit(), "work_dir": str(work_dir), **(tags or {})})
+
+
+def log_training(record: TrainingRecord, thresholds: Thresholds) -> None:
     """Class weights, the selected epoch and the operating points on the active run."""
-    mlflow.log_params({f"class_weight.{k}": f"{v:.6f}" for k, v in result.class_weights.items()})
+    mlflow.log_params({f"class_weight.{k}": f"{v:.6f}" for k, v in record.class_weights.items()})
     mlflow.log_metrics(
         {
-            "best_epoch": result.best_epoch,
-            "best_stage": result.stage,
-            "best_val_pr_auc": result.best_val_pr_auc,
+            "best_epoch": record.best_epoch,
+            "best_stage": record.stage,
+            "best_val_pr_auc": record.best_val_pr_auc,
             "t_pass": thresholds.t_pass,
             "t_fail": thresholds.t_fail,
             "val_recall_at_pass": thresholds.recall_at_pass,
@@ -187,8 +197,7 @@ def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | Non
     work = work_dir or settings.state_dir / "runs" / datetime.now(UTC).strftime("train-%Y%m%dT%H%M%S%fZ")
     experiment_id = ensure_experiment(settings, dataset.meta.name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{dataset.meta.name}") as run:
-        mlflow.log_params(flatten_settings(settings))
-        mlflow.set_tags({"job": "train", "git_commit": git_commit(), "work_dir": str(work)})
+        log_run_start(settings, "train", work)
         validation, clean = validate(dataset, settings, work / "validation")
         index = make_patch_index(clean, settings, work / "patch_index.parquet")
         log_lineage(validation.data_hash, validation.lineage(), index, clean.root, dataset.meta.name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,28 @@ EpochHook = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
-class TrainResult:
-    """The best checkpoint (by ``val_pr_auc``) and how it was reached; epochs are 0-based history indices."""
+class TrainingRecord:
+    """How the best checkpoint (by ``val_pr_auc``) was reached: what a run records about its training.
+
+    No model in it, so a flow passes it between tasks as a small persisted result.
+    """
+
+    class_weights: dict[int, float]
+    best_epoch: int  # 0-based history index
+    best_val_pr_auc: float
+    stage: int  # the stage (1 frozen, 2 fine-tune) the best epoch belongs to
+
+
+@dataclass
+class TrainResult(TrainingRecord):
+    """The best checkpoint's model, how it was reached and the whole per-epoch history."""
 
     model: keras.Model
     history: dict[str, list[float]]
-    class_weights: dict[int, float]
-    best_epoch: int
-    best_val_pr_auc: float
-    stage: int  # the stage (1 frozen, 2 fine-tune) the best epoch belongs to
+
+    def record(self) -> TrainingRecord:
+        """The :class:`TrainingRecord` part alone (without model and history)."""
+        return TrainingRecord(**{f.name: getattr(self, f.name) for f in fields(TrainingRecord)})
 
 
 @dataclass
