@@ -130,7 +130,7 @@ def experiment_name(tracking: TrackingSettings, subject: str) -> str:
 def ensure_experiment(settings: Settings, subject: str) -> str:
     """The id of experiment :func:`experiment_name`, created on first use; the one place experiments are made.
 
-    A local store (SQLite, a folder) keeps the artefacts under the state dir; a server decides where its go.
+    A local store (SQLite, a folder) keeps the artefacts under the state dir; a server decides where they go.
     """
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     name = experiment_name(settings.tracking, subject)
