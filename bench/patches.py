@@ -21,7 +21,7 @@ from steelqc.config import ModelSettings, PatchSettings, TrainSettings
 from steelqc.data.dataset import Dataset
 from steelqc.data.synth import generate_dataset
 from steelqc.patches import build_patch_index
-from steelqc.pipeline import patch_dataset
+from steelqc.input_pipeline import patch_dataset
 
 TARGET_RATIO = 5.0
 

@@ -28,7 +28,7 @@ from steelqc.data.dataset import Dataset
 from steelqc.data.synth import generate_dataset
 from steelqc.model import build_model, preprocess_patches
 from steelqc.patches import build_patch_index, slice_patches
-from steelqc.pipeline import patch_dataset
+from steelqc.input_pipeline import patch_dataset
 from steelqc.training import compute_class_weights
 
 TARGET_RATIO = 0.85

@@ -12,15 +12,15 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
-from steelqc.config import load_settings
-from steelqc.monitoring import champion_uri
+from steelqc.config import load_settings, resolve_profile
+from steelqc.promotion import champion_uri
 from tasks import inspection as t
 
 
 @flow(name="inspect-batch", log_prints=True)
 def inspect_batch(
     source: str,
-    config: str = "demo",
+    config: str | None = None,
     out: str | None = None,
     model: str | None = None,
     image_size: tuple[int, int] | None = (256, 1600),
@@ -28,7 +28,7 @@ def inspect_batch(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Inspect ``source`` with ``model``; decisions go to ``out`` (default ``<state>/reports/inspect-<run id>``)."""
-    settings = load_settings(config, overrides)
+    settings = load_settings(resolve_profile(config), overrides)
     model = model or champion_uri(settings)
     out_dir = Path(out) if out else settings.state_dir / "reports" / f"inspect-{get_run_context().flow_run.id}"
     inspector, meta, reducer = t.load_model(settings, model)

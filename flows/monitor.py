@@ -14,14 +14,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
-from steelqc.config import load_settings
-from steelqc.monitoring import champion_uri
+from steelqc.config import load_settings, resolve_profile
+from steelqc.promotion import champion_uri
 from tasks import monitoring as t
 
 
 @flow(name="monitor", log_prints=True)
 def monitor(
-    config: str = "demo",
+    config: str | None = None,
     since: date | None = None,
     until: date | None = None,
     model: str | None = None,
@@ -30,7 +30,7 @@ def monitor(
 ) -> dict[str, Any]:
     """Drift report of ``since``..``until`` (default: the last ``monitoring.window_days``); may trigger retraining."""
     logger = get_run_logger()
-    settings = load_settings(config, overrides)
+    settings = load_settings(resolve_profile(config), overrides)
     model = model or champion_uri(settings)
     first = since or datetime.now(UTC).date() - timedelta(days=settings.monitoring.window_days)
     out_dir = settings.state_dir / "reports" / f"monitor-{get_run_context().flow_run.id}"
@@ -52,7 +52,9 @@ def monitor(
     elif not os.environ.get("PREFECT_API_URL"):
         action = "drift detected; retraining not triggered (ephemeral mode: no Prefect API, no deployment)"
     else:
-        retrain_run_id = t.trigger_retrain({"config": config, "overrides": overrides})
+        # only what this run was given: the deployment's own parameters (data, its profile) fill in the rest
+        given = {"config": config, "overrides": overrides}
+        retrain_run_id = t.trigger_retrain({key: value for key, value in given.items() if value is not None})
         action = f"drift detected; started {t.RETRAIN_DEPLOYMENT} run {retrain_run_id}"
     logger.info("%s. Report: %s", action, result.html_path)
     return {

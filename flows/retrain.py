@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, suspend_flow_run, unmapped
 from prefect.context import get_run_context
 
 from flows.approval import ApprovalInput
-from steelqc.config import Settings, load_settings
+from steelqc.config import Settings, load_settings, resolve_profile
 from tasks import data as data_tasks
 from tasks import training as t
 
@@ -41,19 +41,22 @@ def validate_and_index(data_root: str, settings: Settings, work_dir: Path) -> tu
 @flow(name="retrain", persist_result=True, log_prints=True)
 def retrain(
     data: str | None = None,
-    config: str = "demo",
+    config: str | None = None,
     overrides: dict[str, Any] | None = None,
     auto_approve: bool = False,
 ) -> dict[str, Any]:
-    """Retrain on ``data`` (folder or s3://; None = generated data) and propose the model for promotion."""
+    """Retrain on ``data`` (folder or s3://; None = generated data) and propose the model for promotion.
+
+    ``config`` None: the demo profile on generated data, else the built-in defaults (``resolve_profile``).
+    """
     logger = get_run_logger()
-    settings = load_settings(config, overrides)
+    settings = load_settings(resolve_profile(config, generated_data=data is None), overrides)
     flow_run = get_run_context().flow_run
     work_dir = settings.state_dir / "runs" / str(flow_run.id)
 
     data_root = data or data_tasks.generate_data(settings)
     validation, index = validate_and_index(data_root, settings, work_dir)
-    run_id = t.start_run(settings, validation, index, str(flow_run.id))
+    run_id = t.start_run(settings, validation, index, work_dir, str(flow_run.id))
     training = t.train(validation["manifest_path"], index, settings, work_dir, run_id)
     thresholds = t.choose_thresholds(validation["manifest_path"], index, settings, training, run_id)
     evaluation = t.evaluate(validation["manifest_path"], index, settings, training, thresholds, work_dir)

@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from steelqc.config import ThresholdSettings
+    from steelqc.thresholds import Thresholds
 
 #: Metrics whose drop blocks a promotion (patch level and image level recall at ``t_pass``).
 GATED_METRICS = ("patch_recall", "image_recall")
@@ -51,6 +55,23 @@ class GateDecision:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 
+@dataclass(frozen=True)
+class RecallBound:
+    """The validation recall bound the challenger's ``t_pass`` was chosen with, and what it was checked against."""
+
+    met: bool
+    value: float  # one-sided Clopper–Pearson lower bound of validation recall at t_pass
+    target: float  # thresholds.recall_target
+    confidence: float  # thresholds.confidence
+
+    @classmethod
+    def of(cls, thresholds: "Thresholds", settings: "ThresholdSettings") -> "RecallBound | None":
+        """The bound of ``thresholds`` chosen with ``settings``; None when no confidence level asked for one."""
+        if settings.confidence is None:
+            return None
+        return cls(thresholds.bound_met, thresholds.recall_bound, settings.recall_target, settings.confidence)
+
+
 def _pick(metrics: Mapping[str, float]) -> dict[str, float]:
     return {name: float(metrics[name]) for name in REPORTED_METRICS if name in metrics}
 
@@ -62,19 +83,24 @@ def gate(
     recall_target: float,
     tolerance: float = 0.0,
     min_specificity: float = 0.0,
-    bound_met: bool = True,
+    recall_bound: RecallBound | None = None,
     champion_version: str | None = None,
     champion_error: str | None = None,
 ) -> GateDecision:
     """Decide whether the challenger may be proposed for promotion.
 
-    ``challenger`` and ``champion`` are evaluation metrics on the *same* test split. ``bound_met`` is
-    whether the challenger's validation recall bound reached the target (True when no bound was asked).
+    ``challenger`` and ``champion`` are evaluation metrics on the *same* test split. ``recall_bound`` is
+    the challenger's validation recall bound (None when no confidence level asked for one).
     ``champion_error`` is set when a champion exists but could not be loaded or scored: fail safe.
     ``min_specificity`` keeps out a model that buys its recall by flagging (nearly) every clean patch.
     """
+    bound_rule = (
+        f" (validation recall bound at {recall_bound.confidence:.0%} confidence >= {recall_bound.target})"
+        if recall_bound is not None
+        else ""
+    )
     rule = (
-        f"challenger patch_recall >= {recall_target} (validation bound met), patch_specificity >= "
+        f"challenger patch_recall >= {recall_target}{bound_rule}, patch_specificity >= "
         f"{min_specificity} and, against the champion, every one of {', '.join(GATED_METRICS)} >= champion - {tolerance}"
     )
     picked = _pick(challenger)
@@ -92,8 +118,12 @@ def gate(
     recall = float(challenger["patch_recall"])
     if recall < recall_target:
         return verdict(False, f"patch recall {recall:.4f} is below the target {recall_target}")
-    if not bound_met:
-        return verdict(False, f"the validation recall bound did not reach the target {recall_target}")
+    if recall_bound is not None and not recall_bound.met:
+        return verdict(
+            False,
+            f"the validation recall bound {recall_bound.value:.4f} at {recall_bound.confidence:.0%} confidence "
+            f"did not reach thresholds.recall_target {recall_bound.target}",
+        )
     specificity = float(challenger.get("patch_specificity", 1.0))
     if specificity < min_specificity:
         return verdict(

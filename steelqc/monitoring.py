@@ -484,7 +484,7 @@ def log_reference(
     """Build the reference set on the validation patches and log it to the *active* MLflow run.
 
     Call it in the run that logs the model (before registering): the version then carries its own
-    reference and PCA under the ``monitoring/`` artefacts, which :func:`download_reference` reads back.
+    reference and PCA under the ``monitoring/`` artefacts, which :func:`model_reference` reads back.
     """
     import tempfile
 
@@ -498,22 +498,28 @@ def log_reference(
     return reference
 
 
-def download_reference(run_id: str, dst_dir: str | Path) -> tuple[pd.DataFrame, PCA | None]:
-    """The reference set and reducer logged with the model's run (:func:`log_reference`)."""
+def model_reference(run_id: str, folder: str | Path | None = None) -> tuple[pd.DataFrame, PCA | None]:
+    """The reference set and reducer to compare with: the one saved in ``folder`` when given, else the one
+    logged with the model's run (:func:`log_reference`), read into memory from a temporary download."""
+    import tempfile
+
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    try:
-        folder = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=MONITORING_ARTIFACT_DIR, dst_path=str(dst_dir)
-        )
-    except (MlflowException, OSError) as exc:
-        raise MonitoringDataError(
-            f"no reference set logged with run {run_id} ({type(exc).__name__}); the model was registered "
-            "without monitoring.log_reference - pass a reference folder instead",
-            file=f"runs:/{run_id}/{MONITORING_ARTIFACT_DIR}",
-        ) from exc
-    return load_reference(folder)
+    if folder is not None:
+        return load_reference(folder)
+    with tempfile.TemporaryDirectory(prefix="steelqc-reference-") as tmp:
+        try:
+            downloaded = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=MONITORING_ARTIFACT_DIR, dst_path=tmp
+            )
+        except (MlflowException, OSError) as exc:
+            raise MonitoringDataError(
+                f"no reference set logged with run {run_id} ({type(exc).__name__}); the model was registered "
+                "without monitoring.log_reference - pass a reference folder instead",
+                file=f"runs:/{run_id}/{MONITORING_ARTIFACT_DIR}",
+            ) from exc
+        return load_reference(downloaded)
 
 
 def log_drift_run(settings: Settings, result: DriftResult, params: dict[str, str]) -> str:
@@ -532,11 +538,6 @@ def log_drift_run(settings: Settings, result: DriftResult, params: dict[str, str
         return run.info.run_id
 
 
-def champion_uri(settings: Settings) -> str:
-    """The registered model's champion: what production inspects with and monitoring compares against."""
-    return f"models:/{settings.tracking.registered_model}@champion"
-
-
 def model_version_of(model_uri: str) -> tuple[str | None, str]:
     """``(registered version or None, run id)`` behind ``models:/name@alias``, ``models:/name/N`` or ``runs:/…``."""
     from mlflow.models import get_model_info
@@ -551,7 +552,7 @@ def model_version_of(model_uri: str) -> tuple[str | None, str]:
 
 def patch_log_of(settings: Settings) -> PatchLog:
     """The production patch log configured by ``monitoring.log_dir`` (default ``<state>/patch-log``)."""
-    return PatchLog(settings.monitoring.log_dir or settings.state_dir / "patch-log", endpoint_url=settings.s3_endpoint_url)
+    return PatchLog(settings.monitoring.log_dir or settings.state_dir / "patch-log", endpoint_url=settings.data.s3_endpoint_url)
 
 
 def read_window(

@@ -23,9 +23,11 @@ from mlflow.tracking import MlflowClient
 
 from steelqc.config import Settings
 from steelqc.gate import GateDecision
+from steelqc.registry import ensure_experiment, experiment_name
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
+PROMOTIONS = "promotions"  # the experiment <prefix>-promotions holds one run per decision
 
 # Model-version tags written by the gate and the approval steps.
 TAG_GATE = "gate_decision"  # passed | failed
@@ -114,6 +116,11 @@ def champion_version(settings: Settings) -> str | None:
     return alias_version(_client(settings), settings.tracking.registered_model, CHAMPION)
 
 
+def champion_uri(settings: Settings) -> str:
+    """The registered model's champion: what production inspects with and monitoring compares against."""
+    return f"models:/{settings.tracking.registered_model}@{CHAMPION}"
+
+
 def _version(client: MlflowClient, model_name: str, version: str) -> ModelVersion:
     try:
         return client.get_model_version(model_name, str(version))
@@ -131,23 +138,12 @@ def _promotion_lock(settings: Settings) -> Iterator[None]:
         yield
 
 
-def _experiment_id(client: MlflowClient, settings: Settings) -> str:
-    name = f"{settings.tracking.experiment_prefix}-promotions"
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if settings.mlflow_tracking_uri.startswith("sqlite:"):
-        location = (settings.mlflow_artifact_root / name).as_uri()
-    return client.create_experiment(name, artifact_location=location)
-
-
 def record_decision(settings: Settings, record: PromotionRecord, evidence: dict[str, Any] | None = None) -> str:
     """Write one decision as a run of the promotions experiment; return its run id."""
     client = _client(settings)
     tags = {f"promotion.{k}": str(v if v is not None else "") for k, v in record.to_dict().items()}
     tags["mlflow.runName"] = f"{record.action}-v{record.version}"
-    run = client.create_run(_experiment_id(client, settings), tags=tags)
+    run = client.create_run(ensure_experiment(settings, PROMOTIONS), tags=tags)
     if evidence:
         client.log_dict(run.info.run_id, evidence, "evidence.json")
         for side in ("challenger", "champion"):
@@ -298,7 +294,7 @@ def list_decisions(settings: Settings, limit: int = 200) -> pd.DataFrame:
     """Past gate results, promotions, rejections and rollbacks, newest first."""
     client = _client(settings)
     columns = ["time", "action", "version", "previous_version", "reviewer", "comment", "outcome"]
-    experiment = client.get_experiment_by_name(f"{settings.tracking.experiment_prefix}-promotions")
+    experiment = client.get_experiment_by_name(experiment_name(settings.tracking, PROMOTIONS))
     if experiment is None:
         return pd.DataFrame(columns=columns)
     runs = client.search_runs([experiment.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"])

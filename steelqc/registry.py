@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 from urllib.request import urlopen
@@ -26,6 +26,7 @@ from urllib.request import urlopen
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.data.dataset_source import DatasetSource
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -37,8 +38,12 @@ from mlflow.types import ColSpec, Schema
 import steelqc
 from steelqc.config import PatchSettings, Settings, TrackingSettings
 from steelqc.data.errors import ImageDecodeError
-from steelqc.inference import ImageResult, Inspector, decode_inputs
 from steelqc.thresholds import Thresholds
+
+# steelqc.inference brings TensorFlow: it loads where a model is used, so the QA commands (promotion) can use
+# the experiment helpers here and start in seconds.
+if TYPE_CHECKING:
+    from steelqc.inference import ImageResult, Inspector
 
 PROJECT_ROOT = Path(steelqc.__file__).resolve().parents[1]
 SERVER_SCHEMES = {"http", "https", "databricks"}
@@ -119,24 +124,28 @@ def _check_reachable(uri: str) -> None:
         ) from exc
 
 
-def experiment_name(tracking: TrackingSettings, dataset_name: str) -> str:
-    """One experiment per dataset: ``<prefix>-<dataset name>``."""
-    return f"{tracking.experiment_prefix}-{dataset_name}"
+def experiment_name(tracking: TrackingSettings, subject: str) -> str:
+    """``<prefix>-<subject>``: one experiment per dataset, plus ``monitoring`` and ``promotions``."""
+    return f"{tracking.experiment_prefix}-{subject}"
 
 
-def ensure_experiment(settings: Settings, dataset_name: str) -> str:
-    """The id of the dataset's experiment, created on first use (artefacts under the state dir locally)."""
-    name = experiment_name(settings.tracking, dataset_name)
-    existing = mlflow.get_experiment_by_name(name)
+def ensure_experiment(settings: Settings, subject: str) -> str:
+    """The id of experiment :func:`experiment_name`, created on first use; the one place experiments are made.
+
+    A local store (SQLite, a folder) keeps the artefacts under the state dir; a server decides where they go.
+    """
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    name = experiment_name(settings.tracking, subject)
+    existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
     artifact_location = None
-    if not is_server_uri(mlflow.get_tracking_uri()):
+    if not is_server_uri(settings.mlflow_tracking_uri):
         artifact_location = (settings.mlflow_artifact_root / name).as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location)
     except MlflowException:  # created concurrently by another run
-        found = mlflow.get_experiment_by_name(name)
+        found = client.get_experiment_by_name(name)
         if found is None:
             raise
         return found.experiment_id
@@ -167,15 +176,29 @@ def log_epoch_metrics(epoch: int, logs: Mapping[str, Any]) -> None:
         mlflow.log_metrics(numeric, step=int(epoch))
 
 
+def dataset_source(root: str) -> DatasetSource:
+    """Where a dataset lives, declared: MLflow's guess from a bare local path is ambiguous (and says so)."""
+    from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource  # registered at import
+
+    return S3ArtifactDatasetSource(root) if root.startswith("s3://") else LocalArtifactDatasetSource(root)
+
+
 def log_lineage(
     data_hash: str, validation_summary: Mapping[str, Any], index: pd.DataFrame, source: str, dataset_name: str
 ) -> None:
-    """Record what the run was trained on: data hash and validation summary as tags, the patch index as input."""
+    """Record what the run was trained on: data hash and validation summary as tags, the patch index as input.
+
+    The logged dataset declares the index's integer columns as doubles, as MLflow advises: its schema is
+    inferred from the frame and warns about integer columns otherwise (the index has no missing values).
+    """
     tags = {"data_hash": data_hash, "dataset": dataset_name, "dataset_source": source}
     tags.update({f"validation.{k}": str(v) for k, v in validation_summary.items() if not isinstance(v, (list, dict))})
     mlflow.set_tags(tags)
     mlflow.log_dict(dict(validation_summary), "validation/summary.json")
-    patch_dataset = mlflow.data.from_pandas(index, source=source, targets="label", name=f"{dataset_name}-patches")
+    as_doubles = index.astype({column: "float64" for column in index.select_dtypes("integer").columns})
+    patch_dataset = mlflow.data.from_pandas(
+        as_doubles, source=dataset_source(source), targets="label", name=f"{dataset_name}-patches"
+    )
     mlflow.log_input(patch_dataset, context="training", tags={"data_hash": data_hash})
 
 
@@ -216,6 +239,8 @@ def images_from_model_input(model_input: Any) -> list[np.ndarray]:
             raise ImageDecodeError(f"image array of shape {model_input.shape} (expected 2-4 dims)", file="model input")
     else:
         items = list(model_input)
+    from steelqc.inference import decode_inputs
+
     return decode_inputs([_item_bytes_or_array(item, i) for i, item in enumerate(items)])
 
 
@@ -276,6 +301,8 @@ class SteelQCModel(PythonModel):
 def inspector_from_files(keras_path: str | Path, thresholds_path: str | Path, geometry_path: str | Path) -> Inspector:
     """Rebuild the Inspector from the three artefacts of a logged model."""
     import keras
+
+    from steelqc.inference import Inspector
 
     model = keras.saving.load_model(keras_path, compile=False)
     thresholds = Thresholds.from_dict(json.loads(Path(thresholds_path).read_text()))

@@ -40,7 +40,7 @@ from steelqc.registry import (
     version_tags,
 )
 from steelqc.thresholds import Thresholds, choose_thresholds
-from steelqc.training import TrainResult, predict_split, train_model
+from steelqc.training import TrainingRecord, TrainResult, predict_split, train_model
 from steelqc.validation import ValidationResult, validate_dataset
 
 #: Metrics printed by the CLI and returned to callers: recall first, never without precision and specificity.
@@ -77,10 +77,6 @@ def headline_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     """The :data:`HEADLINE_METRICS` present in ``metrics``, in that order."""
     return {name: metrics[name] for name in HEADLINE_METRICS if name in metrics}
 
-
-def open_dataset(root: str, settings: Settings) -> Dataset:
-    """The dataset at ``root`` (folder or ``s3://``), with the configured S3 endpoint."""
-    return Dataset.open(root, endpoint_url=settings.s3_endpoint_url)
 
 
 def validate(
@@ -133,14 +129,24 @@ def evaluate_test(
     )
 
 
-def log_training(result: TrainResult, thresholds: Thresholds) -> None:
+def log_run_start(settings: Settings, job: str, work_dir: Path, tags: Mapping[str, str] | None = None) -> None:
+    """What a training run records first, on the active run: the whole config, the job, commit and work folder.
+
+    ``steelqc train`` and the retraining flow both call this, :func:`~steelqc.registry.log_lineage`,
+    :func:`log_training` and :func:`log_and_register`, so their runs and versions carry the same records.
+    """
+    mlflow.log_params(flatten_settings(settings))
+    mlflow.set_tags({"job": job, "git_commit": git_commit(), "work_dir": str(work_dir), **(tags or {})})
+
+
+def log_training(record: TrainingRecord, thresholds: Thresholds) -> None:
     """Class weights, the selected epoch and the operating points on the active run."""
-    mlflow.log_params({f"class_weight.{k}": f"{v:.6f}" for k, v in result.class_weights.items()})
+    mlflow.log_params({f"class_weight.{k}": f"{v:.6f}" for k, v in record.class_weights.items()})
     mlflow.log_metrics(
         {
-            "best_epoch": result.best_epoch,
-            "best_stage": result.stage,
-            "best_val_pr_auc": result.best_val_pr_auc,
+            "best_epoch": record.best_epoch,
+            "best_stage": record.stage,
+            "best_val_pr_auc": record.best_val_pr_auc,
             "t_pass": thresholds.t_pass,
             "t_fail": thresholds.t_fail,
             "val_recall_at_pass": thresholds.recall_at_pass,
@@ -183,12 +189,11 @@ def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | Non
     index, checkpoints (calling again with the same folder resumes training) and the evaluation.
     """
     configure_tracking(settings)
-    dataset = open_dataset(data_root, settings)
+    dataset = Dataset.configured(data_root, settings.data)
     work = work_dir or settings.state_dir / "runs" / datetime.now(UTC).strftime("train-%Y%m%dT%H%M%S%fZ")
     experiment_id = ensure_experiment(settings, dataset.meta.name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{dataset.meta.name}") as run:
-        mlflow.log_params(flatten_settings(settings))
-        mlflow.set_tags({"job": "train", "git_commit": git_commit(), "work_dir": str(work)})
+        log_run_start(settings, "train", work)
         validation, clean = validate(dataset, settings, work / "validation")
         index = make_patch_index(clean, settings, work / "patch_index.parquet")
         log_lineage(validation.data_hash, validation.lineage(), index, clean.root, dataset.meta.name)
@@ -258,6 +263,6 @@ def evaluate_model(model_uri: str, data_root: str, settings: Settings, out_dir: 
     configure_tracking(settings)
     inspector, meta = load_inspector(model_uri)
     settings = with_model_geometry(settings, meta.geometry)
-    _, clean = validate(open_dataset(data_root, settings), settings, out_dir / "validation")
+    _, clean = validate(Dataset.configured(data_root, settings.data), settings, out_dir / "validation")
     index = make_patch_index(clean, settings, out_dir / "patch_index.parquet")
     return _score_test_split(inspector, meta.thresholds, clean, index, settings, out_dir / "evaluation")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from steelqc.config import Settings
 from steelqc.data.dataset import Dataset
 from steelqc.model import build_model, set_backbone_trainable
-from steelqc.pipeline import patch_dataset
+from steelqc.input_pipeline import patch_dataset
 
 MONITOR = "val_pr_auc"
 BEST_FILE, LAST_FILE, STATE_FILE = "best.keras", "last.keras", "state.json"
@@ -34,15 +34,28 @@ EpochHook = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
-class TrainResult:
-    """The best checkpoint (by ``val_pr_auc``) and how it was reached; epochs are 0-based history indices."""
+class TrainingRecord:
+    """How the best checkpoint (by ``val_pr_auc``) was reached: what a run records about its training.
+
+    No model in it, so a flow passes it between tasks as a small persisted result.
+    """
+
+    class_weights: dict[int, float]
+    best_epoch: int  # 0-based history index
+    best_val_pr_auc: float
+    stage: int  # the stage (1 frozen, 2 fine-tune) the best epoch belongs to
+
+
+@dataclass
+class TrainResult(TrainingRecord):
+    """The best checkpoint's model, how it was reached and the whole per-epoch history."""
 
     model: keras.Model
     history: dict[str, list[float]]
-    class_weights: dict[int, float]
-    best_epoch: int
-    best_val_pr_auc: float
-    stage: int  # the stage (1 frozen, 2 fine-tune) the best epoch belongs to
+
+    def record(self) -> TrainingRecord:
+        """The :class:`TrainingRecord` part alone (without model and history)."""
+        return TrainingRecord(**{f.name: getattr(self, f.name) for f in fields(TrainingRecord)})
 
 
 @dataclass
@@ -165,6 +178,9 @@ def _run_stage(
         epochs=start + epochs - state.epochs_in_stage[str(stage)],
         class_weight={int(k): v for k, v in state.class_weights.items()},
         callbacks=callbacks,
+        # the input pipeline shuffles (a fresh image order per epoch); Keras cannot shuffle a tf.data dataset and
+        # warns whenever its default shuffle=True is left on
+        shuffle=False,
         verbose=0,
     )
     if stopper.stopped_epoch > 0:

@@ -29,15 +29,11 @@ from tasks.retries import IO_RETRIES
 RESUMABLE = DEFAULT - "chunks" - "index" - "validation" - "evaluation"
 
 
-def open_dataset(root: str, settings: Settings) -> Dataset:
-    """The dataset at ``root`` (folder or ``s3://``), with the configured S3 endpoint."""
-    return Dataset.open(root, endpoint_url=settings.s3_endpoint_url)
-
 
 def clean_dataset(manifest_path: str, settings: Settings) -> Dataset:
     """Reopen the dataset restricted to what validation let through."""
     root, image_ids, label_rows, _ = load_manifest(manifest_path)
-    return open_dataset(root, settings).restrict(image_ids, label_rows)
+    return Dataset.configured(root, settings.data).restrict(image_ids, label_rows)
 
 
 @task(name="generate-data", persist_result=True)
@@ -56,7 +52,7 @@ def generate_data(settings: Settings) -> str:
 @task(name="list-image-chunks", persist_result=True, **IO_RETRIES)
 def image_chunks(data_root: str, settings: Settings) -> list[list[str]]:
     """The dataset's image files in chunks of ``data.chunk_images``: the unit of fan-out."""
-    return _chunks(list(open_dataset(data_root, settings).image_ids), settings.data.chunk_images)
+    return _chunks(list(Dataset.configured(data_root, settings.data).image_ids), settings.data.chunk_images)
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
@@ -66,7 +62,7 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
 @task(name="scan-images", persist_result=True, **IO_RETRIES)
 def scan_chunk(data_root: str, image_ids: list[str], settings: Settings) -> list[dict[str, Any]]:
     """Read and decode one chunk of images for the images suite (on a Dask worker with ``--runner dask``)."""
-    dataset = open_dataset(data_root, settings)
+    dataset = Dataset.configured(data_root, settings.data)
     return scan_image_files(dataset, image_ids, workers=settings.data.image_workers)
 
 
@@ -75,7 +71,7 @@ def validate_data(
     data_root: str, settings: Settings, work_dir: Path, scans: list[list[dict[str, Any]]]
 ) -> dict[str, Any]:
     """Run the GX gate on the scanned chunks; a failure raises (nothing trains, the champion stays)."""
-    dataset = open_dataset(data_root, settings)
+    dataset = Dataset.configured(data_root, settings.data)
     scanned = [record for chunk in scans for record in chunk]
     result = validate_dataset(
         dataset, settings.validation, work_dir / "validation", workers=settings.data.image_workers, scanned=scanned

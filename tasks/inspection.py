@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from steelqc.batch_inspection import inspect_batch
 from steelqc.config import Settings
 from steelqc.inference import Inspector
-from steelqc.monitoring import MonitoringDataError, download_reference, patch_log_of
+from steelqc.monitoring import MonitoringDataError, model_reference, patch_log_of
 from steelqc.registry import ModelMetadata, configure_tracking, load_inspector
 from tasks.retries import tracking_retry_policy
 
@@ -25,13 +25,10 @@ TRACKING_RETRIES = tracking_retry_policy()
 @task(name="load-model", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def load_model(settings: Settings, model_uri: str) -> tuple[Inspector, ModelMetadata, Any]:
     """The Inspector of ``model_uri`` and the PCA of its reference set (None, with a warning, if it has none)."""
-    import tempfile
-
     configure_tracking(settings)
     inspector, meta = load_inspector(model_uri)
     try:
-        with tempfile.TemporaryDirectory(prefix="steelqc-reference-") as tmp:
-            _, reducer = download_reference(str(meta.run_id), tmp)
+        _, reducer = model_reference(str(meta.run_id))
     except MonitoringDataError as exc:
         get_run_logger().warning("%s; patches are logged without embeddings", exc)
         reducer = None
@@ -53,7 +50,8 @@ def inspect_images(
     """Decide on every image under ``source``; a summary with the counts, output paths and error rows."""
     result = inspect_batch(
         inspector, source, out_dir, workers=settings.data.image_workers, patch_log=patch_log_of(settings) if log_patches else None,
-        reducer=reducer, image_size=image_size, endpoint_url=settings.s3_endpoint_url, model_version=meta.version,
+        reducer=reducer, image_size=image_size, endpoint_url=settings.data.s3_endpoint_url, model_version=meta.version,
+        max_image_pixels=settings.data.max_image_pixels,
     )  # fmt: skip
     errors = result.decisions[result.decisions["decision"] == "ERROR"]
     return {

@@ -6,7 +6,6 @@ passed in memory without cache keys (hashing a large frame would cost more than 
 
 from __future__ import annotations
 
-import tempfile
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,9 @@ from prefect.cache_policies import NO_CACHE
 from steelqc.config import Settings, MonitoringSettings
 from steelqc.monitoring import (
     DriftResult,
-    download_reference,
     drift_report,
-    load_reference,
     log_drift_run,
+    model_reference,
     model_version_of,
     patch_log_of,
     read_window,
@@ -43,10 +41,7 @@ def resolve_model(settings: Settings, model_uri: str) -> tuple[str | None, str]:
 @task(name="load-reference", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def load_reference_set(run_id: str, folder: str | None) -> pd.DataFrame:
     """The reference set logged with the model's run, or the one in ``folder`` when given."""
-    if folder is not None:
-        return load_reference(folder)[0]
-    with tempfile.TemporaryDirectory(prefix="steelqc-reference-") as tmp:
-        return download_reference(run_id, tmp)[0]
+    return model_reference(run_id, folder)[0]
 
 
 @task(name="read-patch-log", cache_policy=NO_CACHE, **TRACKING_RETRIES)

@@ -18,14 +18,8 @@ from prefect import task
 from steelqc import promotion, train_job
 from steelqc.config import Settings
 from steelqc.evaluation import EvaluationReport
-from steelqc.gate import GateDecision, gate
-from steelqc.registry import (
-    configure_tracking,
-    ensure_experiment,
-    flatten_settings,
-    git_commit,
-    log_lineage,
-)
+from steelqc.gate import GateDecision, RecallBound, gate
+from steelqc.registry import configure_tracking, ensure_experiment, log_lineage
 from steelqc.thresholds import Thresholds
 from steelqc.training import predict_split
 from steelqc.validation import load_manifest
@@ -38,13 +32,14 @@ TRACKING_RETRIES = tracking_retry_policy()
 
 
 @task(name="start-mlflow-run", persist_result=True, cache_policy=RESUMABLE, **TRACKING_RETRIES)
-def start_run(settings: Settings, validation: dict[str, Any], index: pd.DataFrame, flow_run_id: str) -> str:
-    """Open the MLflow run every later task logs into: full config, lineage, git commit."""
+def start_run(
+    settings: Settings, validation: dict[str, Any], index: pd.DataFrame, work_dir: Path, flow_run_id: str
+) -> str:
+    """Open the MLflow run every later task logs into: full config, lineage, git commit, the Prefect run."""
     configure_tracking(settings)
     experiment_id = ensure_experiment(settings, validation["dataset_name"])
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"retrain-{validation['dataset_name']}") as run:
-        mlflow.log_params(flatten_settings(settings))
-        mlflow.set_tags({"job": "retrain", "git_commit": git_commit(), "prefect.flow_run_id": flow_run_id})
+        train_job.log_run_start(settings, "retrain", work_dir, {"prefect.flow_run_id": flow_run_id})
         root = load_manifest(validation["manifest_path"])[0]
         log_lineage(validation["data_hash"], validation["summary"], index, root, validation["dataset_name"])
     return run.info.run_id
@@ -56,37 +51,20 @@ def train(manifest_path: str, index: pd.DataFrame, settings: Settings, work_dir:
     configure_tracking(settings)
     with mlflow.start_run(run_id=run_id):
         result = train_job.train(clean_dataset(manifest_path, settings), index, settings, work_dir / "checkpoints")
-    model_path = work_dir / "checkpoints" / "best.keras"
-    return {
-        "model_path": str(model_path),
-        "best_epoch": result.best_epoch,
-        "best_val_pr_auc": result.best_val_pr_auc,
-        "stage": result.stage,
-        "class_weights": result.class_weights,
-    }
+    return {"model_path": str(work_dir / "checkpoints" / "best.keras"), "record": result.record()}
 
 
 @task(name="choose-thresholds", persist_result=True, cache_policy=RESUMABLE)
 def choose_thresholds(
     manifest_path: str, index: pd.DataFrame, settings: Settings, training: dict[str, Any], run_id: str
 ) -> dict[str, Any]:
-    """Operating points from validation scores only (the test split is not read here)."""
+    """Operating points from validation scores only (the test split is not read here), logged with the training."""
     model = keras.models.load_model(training["model_path"])
     scores = predict_split(model, clean_dataset(manifest_path, settings), index, "val", settings)
     thresholds = train_job.select_thresholds(index, scores, settings)
     configure_tracking(settings)
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(
-            {
-                "t_pass": thresholds.t_pass,
-                "t_fail": thresholds.t_fail,
-                "val_recall_at_pass": thresholds.recall_at_pass,
-                "val_recall_bound": thresholds.recall_bound,
-                "best_val_pr_auc": training["best_val_pr_auc"],
-            }
-        )
-        mlflow.log_params({f"class_weight.{k}": f"{v:.6f}" for k, v in training["class_weights"].items()})
-        mlflow.log_dict(thresholds.to_dict(), "thresholds.json")
+        train_job.log_training(training["record"], thresholds)
     return thresholds.to_dict()
 
 
@@ -125,9 +103,10 @@ def score_champion(manifest_path: str, index: pd.DataFrame, settings: Settings, 
     version = promotion.champion_version(settings)
     if version is None:
         return {"version": None, "metrics": None, "error": None}
-    uri = f"models:/{settings.tracking.registered_model}@{promotion.CHAMPION}"
     try:
-        report = train_job.score_model_on_split(uri, clean_dataset(manifest_path, settings), index, settings, work_dir / "champion")
+        report = train_job.score_model_on_split(
+            promotion.champion_uri(settings), clean_dataset(manifest_path, settings), index, settings, work_dir / "champion"
+        )
     except Exception as exc:  # noqa: BLE001 - any failure to load or score the champion must fail the gate safe
         return {"version": version, "metrics": None, "error": f"{type(exc).__name__}: {exc}"}
     return {"version": version, "metrics": dict(report.metrics), "error": None}
@@ -145,7 +124,7 @@ def run_gate(
         recall_target=settings.gate_recall_target,
         tolerance=settings.gate.recall_tolerance,
         min_specificity=settings.gate.min_patch_specificity,
-        bound_met=bool(thresholds.get("bound_met", True)) or settings.thresholds.confidence is None,
+        recall_bound=RecallBound.of(Thresholds.from_dict(thresholds), settings.thresholds),
         champion_version=champion["version"],
         champion_error=champion["error"],
     )

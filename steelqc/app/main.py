@@ -15,7 +15,7 @@ import streamlit as st
 from steelqc.app.champion import REGISTRY_ERRORS, first_line
 from steelqc.app.inspect_page import render_inspect_page
 from steelqc.app.qa_page import render_qa_page
-from steelqc.config import ConfigError, Settings, load_settings
+from steelqc.config import ConfigError, Settings, load_settings, resolve_profile
 from steelqc.registry import TrackingUnavailableError, configure_tracking
 
 PAGES = {"Inspect": render_inspect_page, "QA": render_qa_page}
@@ -39,7 +39,7 @@ def settings_from_argv(argv: list[str]) -> Settings:
         if not sep:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         overrides[key.strip()] = value.strip()
-    return load_settings(args.config, overrides)
+    return load_settings(resolve_profile(args.config), overrides)
 
 
 def main() -> None:

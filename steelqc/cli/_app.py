@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
-from steelqc.config import ConfigError, Settings, load_settings
-from steelqc.data.errors import DataError
+from steelqc.config import Settings, load_settings, resolve_profile
 
 app = typer.Typer(
     name="steelqc",
@@ -36,7 +36,9 @@ def stdout_console() -> Console:
     """Standard output as it is now (tests and pipes swap it per command, so built at call time)."""
     return _unwrapped_console(stderr=False)
 
-ConfigOption = typer.Option(None, "--config", "-c", help="Profile name (demo, real, severstal) or path to a YAML file")
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="Profile name (demo, real, severstal) or path to a YAML file; default: the built-in defaults"
+)
 SetOption = typer.Option(None, "--set", help="Override a setting: --set train.epochs_frozen=2 (repeatable)")
 
 
@@ -51,29 +53,67 @@ def parse_sets(sets: list[str] | None) -> dict[str, str]:
     return parsed
 
 
-def settings_from_cli(config: str | None, sets: list[str] | None, **overrides: Any) -> Settings:
-    """Settings from a profile plus ``--set key=value`` flags and command-specific flags (None = unset)."""
+def settings_from_cli(
+    config: str | None, sets: list[str] | None, *, generated_data: bool = False, **overrides: Any
+) -> Settings:
+    """Settings from the profile :func:`~steelqc.config.resolve_profile` picks, ``--set key=value`` flags and
+    command-specific flags (None = unset)."""
     parsed: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     parsed.update(parse_sets(sets))
-    try:
-        return load_settings(config, parsed)
-    except ConfigError as exc:
-        fail(str(exc))
-        raise  # unreachable; keeps type checkers happy
+    return run_guarded(load_settings, resolve_profile(config, generated_data=generated_data), parsed)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error and exit with ``code`` (2 = usage/config, 1 = the check failed)."""
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
 
 
-def run_guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``func`` and turn steelqc's typed errors into a clear message and exit code 2."""
+# The one table from error type to exit code: 1 = a check said no (the data gate, a promotion rule), 2 = unusable
+# input or setup. Keyed by class path so the CLI loads none of these modules (MLflow, TensorFlow) before a
+# command does: an error whose module was never imported cannot have been raised. ValueError is how the library
+# reports settings and data it cannot work with (a checkpoint of another model, a split without defects).
+EXIT_CODES = {
+    "steelqc.validation.ValidationFailed": 1,
+    "steelqc.promotion.PromotionError": 1,
+    "steelqc.data.errors.DataError": 2,
+    "steelqc.registry.TrackingUnavailableError": 2,
+    "steelqc.model.WeightsUnavailableError": 2,
+    "mlflow.exceptions.MlflowException": 2,
+    "builtins.OSError": 2,  # unreadable or unwritable paths
+    "builtins.ValueError": 2,  # includes ConfigError
+}
+
+
+def _class_paths(exc: BaseException) -> list[str]:
+    return [f"{cls.__module__}.{cls.__qualname__}" for cls in type(exc).__mro__]
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The code of the most specific class of ``exc`` in :data:`EXIT_CODES`; None for an unexpected error (a bug)."""
+    return next((EXIT_CODES[path] for path in _class_paths(exc) if path in EXIT_CODES), None)
+
+
+def exit_for(exc: Exception, note: str = "") -> NoReturn:
+    """Exit with the code of ``exc`` and its message (then ``note``); re-raise an error the table does not know."""
+    code = exit_code(exc)
+    if code is None:
+        raise exc
+    text = str(exc).strip() or type(exc).__name__
+    if "mlflow.exceptions.MlflowException" in _class_paths(exc):
+        text = f"MLflow: {text.splitlines()[0]}"  # MLflow appends pages of detail after the first line
+    fail(text + note, code)
+
+
+T = TypeVar("T")
+
+
+def run_guarded(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``func``; an error of :data:`EXIT_CODES` becomes one clear line and its exit code."""
     try:
         return func(*args, **kwargs)
-    except (DataError, ConfigError, OSError) as exc:  # OSError: unreadable or unwritable paths
-        fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - exit_for re-raises what the table does not know
+        exit_for(exc)
 
 
 def existing_path(path: Path) -> Path:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
-
-if TYPE_CHECKING:
-    import pandas as pd
-    from sklearn.decomposition import PCA
+from steelqc.cli._app import ConfigOption, SetOption, app, console, exit_for, fail, run_guarded, settings_from_cli
 
 ModelOption = typer.Option(None, "--model", "-m", help="MLflow model URI; default models:/<registered_model>@champion")
 
@@ -35,17 +29,6 @@ def _parse_date(text: str | None, flag: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         fail(f"{flag} expects a date like 2026-11-27, got {text!r}")
-        raise
-
-
-def _reference(run_id: str, folder: Path | None) -> tuple[pd.DataFrame, PCA | None]:
-    """The reference set and reducer: from ``folder`` when given, else the model run's artefacts."""
-    from steelqc.monitoring import download_reference, load_reference
-
-    if folder is not None:
-        return load_reference(folder)
-    with tempfile.TemporaryDirectory(prefix="steelqc-reference-") as tmp:
-        return download_reference(run_id, tmp)
 
 
 @app.command()
@@ -61,10 +44,9 @@ def inspect(
     sets: list[str] | None = SetOption,
 ) -> None:
     """Decide PASS / HOLD / FAIL for every image; bad images are listed with their reason, never skipped."""
-    from mlflow.exceptions import MlflowException
-
     from steelqc.batch_inspection import inspect_batch
-    from steelqc.monitoring import MonitoringDataError, champion_uri, patch_log_of
+    from steelqc.monitoring import MonitoringDataError, model_reference, patch_log_of
+    from steelqc.promotion import champion_uri
     from steelqc.registry import configure_tracking, load_inspector
 
     settings = settings_from_cli(config, sets)
@@ -73,19 +55,18 @@ def inspect(
     run_guarded(configure_tracking, settings)
     try:
         inspector, meta = load_inspector(model)
-    except (MlflowException, OSError) as exc:
-        fail(f"cannot load model {model}: {exc}")
-        return
+    except Exception as exc:  # noqa: BLE001 - exit_for re-raises what the exit-code table does not know
+        exit_for(exc, f" (loading model {model})")
     reducer = None
     if log:
         try:
-            _, reducer = _reference(str(meta.run_id), None)
+            _, reducer = model_reference(str(meta.run_id))
         except MonitoringDataError as exc:
             console.print(f"[yellow]warning:[/] {exc}; logging patches without embeddings")
     patch_log = patch_log_of(settings) if log else None
     result = run_guarded(
         inspect_batch, inspector, path, out, workers=workers, batch_images=batch_images, patch_log=patch_log,
-        reducer=reducer, image_size=size, endpoint_url=settings.s3_endpoint_url, model_version=meta.version,
+        reducer=reducer, image_size=size, endpoint_url=settings.data.s3_endpoint_url, model_version=meta.version,
         max_image_pixels=settings.data.max_image_pixels,
     )  # fmt: skip
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
@@ -109,9 +90,15 @@ def monitor(
     sets: list[str] | None = SetOption,
 ) -> None:
     """Evidently drift report of the production patch log against the model's reference; exit 1 on drift."""
-    from mlflow.exceptions import MlflowException
-
-    from steelqc.monitoring import champion_uri, drift_report, log_drift_run, model_version_of, patch_log_of, read_window
+    from steelqc.monitoring import (
+        drift_report,
+        log_drift_run,
+        model_reference,
+        model_version_of,
+        patch_log_of,
+        read_window,
+    )
+    from steelqc.promotion import champion_uri
     from steelqc.registry import configure_tracking
 
     settings = settings_from_cli(config, sets)
@@ -121,10 +108,9 @@ def monitor(
     run_guarded(configure_tracking, settings)
     try:
         version, run_id = model_version_of(model)
-    except MlflowException as exc:
-        fail(f"cannot resolve model {model}: {exc}")
-        return
-    reference_frame, _ = run_guarded(_reference, run_id, reference)
+    except Exception as exc:  # noqa: BLE001 - exit_for re-raises what the exit-code table does not know
+        exit_for(exc, f" (resolving model {model})")
+    reference_frame, _ = run_guarded(model_reference, run_id, reference)
     current, others = run_guarded(read_window, patch_log_of(settings), first, last, version)
     if others:
         console.print(f"{others} logged patches of other model versions are not compared with v{version}'s reference")

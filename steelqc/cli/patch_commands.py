@@ -22,9 +22,7 @@ def patches(
     """Cut every image into covering patches, label them, split images into train/val/test, write the index."""
     settings = settings_from_cli(config, sets)
     started = time.perf_counter()
-    dataset = run_guarded(
-        Dataset.open, data, endpoint_url=settings.s3_endpoint_url, max_image_pixels=settings.data.max_image_pixels
-    )
+    dataset = run_guarded(Dataset.configured, data, settings.data)
     index = run_guarded(build_patch_index, dataset, settings.patches, workers=settings.data.image_workers)
     run_guarded(write_index, index, out)
     by_split = index.groupby("split").agg(

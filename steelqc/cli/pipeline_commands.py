@@ -8,8 +8,8 @@ from typing import Any
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, parse_sets, settings_from_cli
-from steelqc.config import Settings
+from steelqc.cli._app import SetOption, app, console, exit_for, fail, parse_sets, settings_from_cli
+from steelqc.config import GENERATED_DATA_PROFILE, Settings, resolve_profile
 
 HEADLINE = ("patch_recall", "patch_precision", "patch_specificity", "image_recall", "image_precision", "image_specificity")
 
@@ -18,10 +18,9 @@ def _run_retrain(data: str | None, config: str | None, sets: list[str] | None, a
                  runner: str, dask_address: str | None) -> tuple[Settings, dict[str, Any]]:
     from flows.retrain import retrain
     from flows.runners import task_runner
-    from steelqc.data.errors import DataError
-    from steelqc.validation import ValidationFailed
 
-    settings = settings_from_cli(config, sets)
+    profile = resolve_profile(config, generated_data=data is None)
+    settings = settings_from_cli(profile, sets)
     overrides = parse_sets(sets)
     if runner == "dask" and not os.environ.get("PREFECT_API_URL"):
         fail("--runner dask needs a Prefect server (set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api): "
@@ -29,11 +28,9 @@ def _run_retrain(data: str | None, config: str | None, sets: list[str] | None, a
              "would start a server of its own")
     try:
         flow = retrain.with_options(task_runner=task_runner(runner, dask_address))  # type: ignore[arg-type]
-        summary = flow(data=data, config=config or "demo", overrides=overrides, auto_approve=auto_approve)
-    except ValidationFailed as exc:
-        fail(f"{exc}\nnothing was trained; the champion is unchanged", code=1)
-    except (DataError, ValueError) as exc:
-        fail(f"{exc}\nthe champion is unchanged")
+        summary = flow(data=data, config=profile, overrides=overrides, auto_approve=auto_approve)
+    except Exception as exc:  # noqa: BLE001 - exit_for re-raises what the exit-code table does not know
+        exit_for(exc, "\nthe champion is unchanged")
     return settings, summary
 
 
@@ -51,7 +48,13 @@ def _print_summary(settings: Settings, summary: dict[str, Any]) -> None:
 @app.command()
 def pipeline(
     data: str = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: generated data)"),
-    config: str = ConfigOption,
+    config: str = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help=f"Profile name (demo, severstal) or path to a YAML file; default: {GENERATED_DATA_PROFILE} on generated "
+        "data (no DATA), else the built-in defaults",
+    ),
     sets: list[str] = SetOption,
     auto_approve: bool = typer.Option(False, "--auto-approve", help="Promote without waiting for a QA lead"),
     runner: str = typer.Option("local", "--runner", help="local (threads) or dask"),
@@ -66,13 +69,13 @@ def pipeline(
 
 @app.command()
 def demo(sets: list[str] = SetOption) -> None:
-    """The main job end to end on the embedded default: generated data, demo profile, auto-approval."""
+    """The main job end to end on the embedded default: generated data (so the demo profile), auto-approval."""
     from steelqc import promotion
 
     started = time.monotonic()
     console.print("[bold]steelqc demo[/]: generate → validate → patch → train → thresholds → evaluate → "
                   "register → gate → promote (demo profile, auto-approved)")
-    settings, summary = _run_retrain(None, "demo", sets, True, "local", None)
+    settings, summary = _run_retrain(None, None, sets, True, "local", None)
     _print_summary(settings, summary)
     card = promotion.champion_card(settings)
     state = settings.state_dir

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from steelqc.cli._app import ConfigOption, SetOption, app, fail, settings_from_cli, stdout_console
+from steelqc.cli._app import ConfigOption, SetOption, app, run_guarded, settings_from_cli, stdout_console
 
 ReviewerOption = typer.Option(..., "--reviewer", "-r", help="Who decides (recorded on the model version)")
 CommentOption = typer.Option("", "--comment", "-m", help="Why")
@@ -14,14 +14,10 @@ CommentOption = typer.Option("", "--comment", "-m", help="Why")
 def _decide(approve_it: bool, version: str, reviewer: str, comment: str, config: str | None, sets: list[str] | None) -> None:
     from flows.approval import approve as approve_version
     from flows.approval import reject as reject_version
-    from steelqc.promotion import PromotionError
 
     settings = settings_from_cli(config, sets)
     decide = approve_version if approve_it else reject_version
-    try:
-        typer.echo(decide(settings, version, reviewer=reviewer, comment=comment))
-    except PromotionError as exc:
-        fail(str(exc), code=1)
+    typer.echo(run_guarded(decide, settings, version, reviewer=reviewer, comment=comment))
 
 
 @app.command()
@@ -59,11 +55,7 @@ def rollback(
     from steelqc import promotion
 
     settings = settings_from_cli(config, sets)
-    try:
-        record = promotion.rollback(settings, reviewer=reviewer, comment=comment)
-    except promotion.PromotionError as exc:
-        fail(str(exc), code=1)
-        return
+    record = run_guarded(promotion.rollback, settings, reviewer=reviewer, comment=comment)
     typer.echo(f"champion is v{record.version} again (was v{record.previous_version})")
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import typer
 
@@ -14,29 +13,6 @@ from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_gu
 from steelqc.config import Settings
 
 # TensorFlow and MLflow load inside the commands, so `steelqc synth`, `validate`, ... start in a second.
-
-T = TypeVar("T")
-
-
-def _run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Typed errors become one clear line: a failed data gate exits 1, an unusable setup exits 2."""
-    from mlflow.exceptions import MlflowException
-
-    from steelqc.model import WeightsUnavailableError
-    from steelqc.registry import TrackingUnavailableError
-    from steelqc.validation import ValidationFailed
-
-    try:
-        return run_guarded(func, *args, **kwargs)
-    except ValidationFailed as exc:
-        fail(str(exc), code=1)
-        raise  # unreachable: fail() exits
-    except (TrackingUnavailableError, WeightsUnavailableError) as exc:
-        fail(str(exc))
-        raise  # unreachable: fail() exits
-    except MlflowException as exc:  # e.g. an unknown model URI; MLflow appends pages of detail after line one
-        fail(f"MLflow: {str(exc).strip().splitlines()[0]}")
-        raise  # unreachable: fail() exits
 
 
 def _data_root(data: str | None, settings: Settings) -> str:
@@ -67,7 +43,7 @@ def train(
     settings = settings_from_cli(config, sets)
     from steelqc.train_job import run_training_job
 
-    result = _run(run_training_job, _data_root(data, settings), settings, work_dir=work_dir)
+    result = run_guarded(run_training_job, _data_root(data, settings), settings, work_dir=work_dir)
     t = result.thresholds
     typer.echo(f"run id:      {result.run_id}")
     name, version = result.registered_model, result.version
@@ -99,7 +75,7 @@ def evaluate(
     out_dir = out or settings.state_dir / "reports" / datetime.now(UTC).strftime("evaluate-%Y%m%dT%H%M%SZ")
     from steelqc.train_job import evaluate_model, headline_metrics
 
-    report = _run(evaluate_model, model_uri, _data_root(data, settings), settings, out_dir)
+    report = run_guarded(evaluate_model, model_uri, _data_root(data, settings), settings, out_dir)
     typer.echo(f"test:        {_format_metrics(report.metrics)}")
     console.print(f"report:      {out_dir / 'evaluation'}")
     typer.echo(json.dumps({"model_uri": model_uri, **headline_metrics(report.metrics)}))

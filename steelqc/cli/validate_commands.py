@@ -82,9 +82,7 @@ def validate(
     mode = None if quarantine is None else ("quarantine" if quarantine else "fail")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = report or settings.state_dir / "reports" / f"validation-{stamp}"
-    dataset = run_guarded(
-        Dataset.open, root, endpoint_url=settings.s3_endpoint_url, max_image_pixels=settings.data.max_image_pixels
-    )
+    dataset = run_guarded(Dataset.configured, root, settings.data)
     result = run_guarded(
         validate_dataset,
         dataset,

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from steelqc.config import DataSettings
 from steelqc.data.errors import DatasetError, LabelFormatError, UnsafeImageIdError
 from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, DecodedImage, check_size, decode_image_bytes
 from steelqc.data.rle import decode_rle
@@ -181,6 +182,11 @@ class Dataset:
         labels = parse_labels_csv(storage.read_bytes(LABELS_FILE), file=f"{storage.uri}/{LABELS_FILE}")
         image_ids = tuple(storage.list_files(IMAGES_DIR))
         return cls(storage=storage, meta=meta, labels=labels, image_ids=image_ids, max_image_pixels=max_image_pixels)
+
+    @classmethod
+    def configured(cls, root: str, data: DataSettings) -> "Dataset":
+        """Open ``root`` with the configured S3 endpoint and pixel budget (what every run should use)."""
+        return cls.open(root, endpoint_url=data.s3_endpoint_url, max_image_pixels=data.max_image_pixels)
 
     @property
     def root(self) -> str:

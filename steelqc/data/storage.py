@@ -134,9 +134,12 @@ class S3Storage:
 
 
 def open_storage(root: str | Path, endpoint_url: str | None = None) -> Storage:
-    """Local folder or ``s3://`` prefix. The endpoint defaults to ``$AWS_ENDPOINT_URL_S3`` / ``$AWS_ENDPOINT_URL``."""
+    """Local folder or ``s3://`` prefix: the one place steelqc picks an S3 endpoint for its data.
+
+    ``endpoint_url`` (``data.s3_endpoint_url``) when given, else boto3's own choice (``$AWS_ENDPOINT_URL_S3``,
+    ``$AWS_ENDPOINT_URL``, the AWS config file). ``$MLFLOW_S3_ENDPOINT_URL`` is MLflow's, for its artefacts.
+    """
     text = str(root)
     if text.startswith("s3://"):
-        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return S3Storage(text, endpoint_url=endpoint)
+        return S3Storage(text, endpoint_url=endpoint_url)
     return LocalStorage(text)

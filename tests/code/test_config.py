@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from steelqc.config import ConfigError, load_settings
+from steelqc.config import ConfigError, load_settings, resolve_profile
 
 
 def test_defaults_and_profiles() -> None:
@@ -18,6 +18,23 @@ def test_defaults_and_profiles() -> None:
     assert demo.profile == "demo" and demo.model.backbone == "small_cnn"
     severstal = load_settings("severstal")
     assert severstal.model.backbone == "efficientnet_lite0" and severstal.model.weights == "imagenet"
+
+
+def test_no_config_means_the_defaults_except_on_generated_data() -> None:
+    assert resolve_profile(None) is None
+    assert resolve_profile(None, generated_data=True) == "demo"
+    assert resolve_profile("severstal", generated_data=True) == "severstal"
+
+
+def test_flows_leave_the_profile_to_resolve_profile() -> None:
+    import inspect
+
+    from flows.inspect_batch import inspect_batch
+    from flows.monitor import monitor
+    from flows.retrain import retrain
+
+    for flow in (retrain, monitor, inspect_batch):
+        assert inspect.signature(flow.fn).parameters["config"].default is None, flow.name
 
 
 def test_precedence_profile_env_override(monkeypatch: pytest.MonkeyPatch) -> None:

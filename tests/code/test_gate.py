@@ -1,6 +1,8 @@
 """The champion/challenger rule: recall may not drop, the target must be met, a broken champion fails safe."""
 
-from steelqc.gate import gate
+from steelqc.config import ThresholdSettings
+from steelqc.gate import RecallBound, gate
+from steelqc.thresholds import Thresholds
 
 GOOD = {"patch_recall": 0.99, "image_recall": 1.0, "patch_precision": 0.6, "patch_specificity": 0.8}
 
@@ -16,8 +18,22 @@ def test_below_target_fails_even_without_champion() -> None:
     assert not decision.passed and "below the target" in decision.reason
 
 
-def test_bound_not_met_fails() -> None:
-    assert not gate(GOOD, None, recall_target=0.95, bound_met=False).passed
+def test_bound_not_met_fails_naming_the_target_and_confidence_it_was_checked_against() -> None:
+    """The bound is checked against thresholds.recall_target at thresholds.confidence, not the gate's target."""
+    short = Thresholds(0.2, 0.8, 1.0, 0.8913, 0.9, 0.7, 21, 40, False, "too few validation positives")
+    bound = RecallBound.of(short, ThresholdSettings(recall_target=0.95, confidence=0.9))
+    decision = gate(GOOD, None, recall_target=0.5, recall_bound=bound)
+    assert not decision.passed
+    assert decision.reason == (
+        "the validation recall bound 0.8913 at 90% confidence did not reach thresholds.recall_target 0.95"
+    )
+    assert "validation recall bound at 90% confidence >= 0.95" in decision.rule
+
+
+def test_no_confidence_level_means_no_bound_to_check() -> None:
+    unbounded = Thresholds(0.2, 0.8, 1.0, 1.0, 0.9, 0.7, 21, 40, True, "no confidence level")
+    assert RecallBound.of(unbounded, ThresholdSettings(recall_target=0.95, confidence=None)) is None
+    assert gate(GOOD, None, recall_target=0.95, recall_bound=None).passed
 
 
 def test_better_recall_passes_and_reports_deltas() -> None:

@@ -49,6 +49,9 @@ def test_gate_marks_pending_and_approve_promotes(settings: Settings, tmp_path: P
     assert card is not None and card["version"] == version and card["approved_by"] == "qa-lead"
     history = promotion.list_decisions(settings)
     assert {"gate", "promote"} <= set(history["action"])
+    # the decisions' experiment is made like every other: artefacts beside the training runs' under the state dir
+    experiment = MlflowClient(settings.mlflow_tracking_uri).get_experiment_by_name("steelqc-promotions")
+    assert experiment.artifact_location == (settings.mlflow_artifact_root / "steelqc-promotions").as_uri()
 
 
 def test_reject_leaves_champion(settings: Settings, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -29,6 +30,7 @@ from steelqc.registry import (
     images_from_model_input,
     load_inspector,
     log_epoch_metrics,
+    log_lineage,
     log_pyfunc_model,
     register_version,
     version_tags,
@@ -113,6 +115,22 @@ def test_model_input_forms() -> None:
         images_from_model_input(pd.DataFrame({"pixels": [png]}))
     with pytest.raises(ImageDecodeError, match="not base64"):
         images_from_model_input(pd.DataFrame({"image": ["%%%"]}))
+
+
+def test_lineage_declares_the_dataset_source_and_schema_so_mlflow_has_nothing_to_warn_about(tmp_path: Path) -> None:
+    settings = load_settings()
+    configure_tracking(settings)
+    index = pd.DataFrame(
+        {"image_id": ["a.jpg", "a.jpg"], "y": [0, 0], "x": [0, 128], "label": np.array([0, 1], np.int8), "split": "train"}
+    )
+    with mlflow.start_run(experiment_id=ensure_experiment(settings, "unit")) as run, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log_lineage("hash", {"success": True}, index, str(tmp_path), "local")
+        log_lineage("hash", {"success": True}, index, "s3://bucket/data", "remote")
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
+    inputs = {i.dataset.name: i.dataset for i in mlflow.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert (inputs["local-patches"].source_type, inputs["remote-patches"].source_type) == ("local", "s3")
+    assert json.loads(inputs["local-patches"].source)["uri"] == str(tmp_path)
 
 
 def test_git_commit_is_a_hash_or_unknown() -> None:

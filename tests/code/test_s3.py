@@ -100,3 +100,27 @@ def test_generate_straight_into_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyP
     top = open_storage("s3://synth")  # no prefix: the bucket's top level
     top.write_bytes("notes.txt", b"x")
     assert top.list_files("") == ["notes.txt"] and top.list_files("gen") == ["dataset.yaml", "train.csv"]
+
+
+def test_the_endpoint_is_the_setting_else_boto3s_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.s3_endpoint_url, else what boto3 picks (AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL); MLflow's
+    MLFLOW_S3_ENDPOINT_URL is for MLflow's artefacts and never redirects steelqc's data."""
+    from steelqc.config import load_settings
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9001")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9002")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://127.0.0.1:9003")
+
+    def endpoint(endpoint_url: str | None = None) -> str:
+        return open_storage("s3://bucket/prefix", endpoint_url).client.meta.endpoint_url  # type: ignore[union-attr]
+
+    configured = load_settings(overrides={"data.s3_endpoint_url": "http://127.0.0.1:9000"}).data.s3_endpoint_url
+    assert endpoint(configured) == "http://127.0.0.1:9000"
+    assert endpoint(load_settings().data.s3_endpoint_url) == "http://127.0.0.1:9001"
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    assert endpoint() == "http://127.0.0.1:9002"
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert endpoint() == "https://s3.amazonaws.com"

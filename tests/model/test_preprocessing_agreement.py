@@ -11,7 +11,7 @@ from steelqc.data.dataset import Dataset
 from steelqc.inference import Inspector
 from steelqc.model import build_model, preprocess_patches
 from steelqc.patches import extract_patches
-from steelqc.pipeline import patch_dataset
+from steelqc.input_pipeline import patch_dataset
 from steelqc.thresholds import choose_thresholds
 from steelqc.training import predict_split
 

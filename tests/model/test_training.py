@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import keras
@@ -108,8 +109,11 @@ def test_train_model_and_predict_split_use_the_patch_index(
     dataset, index = generated
     settings = tiny_settings(train__epochs_frozen=2, train__epochs_finetune=0, train__learning_rate=3e-3)
     epochs: list[int] = []
-    result = train_model(dataset, index, settings, tmp_path / "ckpt", on_epoch_end=lambda e, logs: epochs.append(e))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train_model(dataset, index, settings, tmp_path / "ckpt", on_epoch_end=lambda e, logs: epochs.append(e))
     assert epochs == [0, 1]
+    assert not [w for w in caught if "shuffle" in str(w.message)]  # the input pipeline shuffles, not Keras
     train_labels = index.loc[index.split == "train", "label"]
     assert result.class_weights == compute_class_weights(train_labels)
     for split in ("val", "test"):
