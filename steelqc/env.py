@@ -19,7 +19,11 @@ TELEMETRY_OFF = {
 }
 
 # Prefect's ephemeral API server gets 20 s to start by default; a busy 2-core machine needs more.
-OTHER_DEFAULTS = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+# MLflow's per-download progress bars would interleave with steelqc's own console output.
+OTHER_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 
 
 def default_state_dir() -> Path:

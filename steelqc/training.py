@@ -11,6 +11,8 @@ starting from the best stage-one checkpoint. ``checkpoint_dir`` holds ``last.ker
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,6 +32,7 @@ from steelqc.input_pipeline import patch_dataset
 MONITOR = "val_pr_auc"
 BEST_FILE, LAST_FILE, STATE_FILE = "best.keras", "last.keras", "state.json"
 
+LOG = logging.getLogger(__name__)
 EpochHook = Callable[[int, dict[str, float]], None]
 
 
@@ -118,13 +121,39 @@ class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class _StateWriter(keras.callbacks.Callback):
-    """After the checkpoints are written: record the epoch in ``state.json`` and call the user's hook."""
+    """After the checkpoints are written: record the epoch in ``state.json``, report progress, call the hook.
+
+    Progress goes to the ``steelqc.training`` logger (the CLI shows it on the console): a training run is
+    otherwise silent for minutes.
+    """
 
     def __init__(
-        self, state: _State, path: Path, stage: int, stopper: _ResumableEarlyStopping, hook: EpochHook | None
+        self,
+        state: _State,
+        path: Path,
+        stage: int,
+        epochs: int,
+        stopper: _ResumableEarlyStopping,
+        hook: EpochHook | None,
     ) -> None:
         super().__init__()
-        self.state, self.path, self.stage, self.stopper, self.hook = state, path, stage, stopper, hook
+        self.state, self.path, self.stage, self.epochs, self.stopper, self.hook = state, path, stage, epochs, stopper, hook
+        self.seconds: list[float] = []
+        self.started = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.started = time.monotonic()
+
+    def _report(self, values: dict[str, float]) -> None:
+        self.seconds.append(time.monotonic() - self.started)
+        done = self.state.epochs_in_stage[str(self.stage)]
+        per_epoch = sum(self.seconds) / len(self.seconds)
+        LOG.info(
+            "stage %d (%s) epoch %d/%d: loss %.4f, val PR-AUC %.4f (best %.4f), %.0f s/epoch, stage ETA %.0f s",
+            self.stage, "frozen backbone" if self.stage == 1 else "fine-tuning", done, self.epochs,
+            values.get("loss", float("nan")), values[MONITOR], self.state.best_val_pr_auc or float("nan"),
+            per_epoch, per_epoch * max(self.epochs - done, 0),
+        )  # fmt: skip
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         values = {key: float(value) for key, value in (logs or {}).items()}
@@ -140,6 +169,7 @@ class _StateWriter(keras.callbacks.Callback):
         state.epochs_in_stage[str(self.stage)] += 1
         state.wait = self.stopper.wait
         state.save(self.path)
+        self._report(values)
         if self.hook is not None:
             self.hook(epoch, values)
 
@@ -168,7 +198,7 @@ def _run_stage(
         ),
         keras.callbacks.ModelCheckpoint(str(folder / LAST_FILE)),
         stopper,
-        _StateWriter(state, folder / STATE_FILE, stage, stopper, on_epoch_end),
+        _StateWriter(state, folder / STATE_FILE, stage, epochs, stopper, on_epoch_end),
     ]
     start = state.epochs_done
     model.fit(

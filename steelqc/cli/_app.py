@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 
 from steelqc.config import Settings, load_settings, resolve_profile
 
@@ -30,6 +32,16 @@ def _unwrapped_console(*, stderr: bool) -> Console:
 
 
 console = _unwrapped_console(stderr=True)
+
+
+@app.callback()
+def _show_library_progress() -> None:
+    """steelqc's own log lines (training epochs, weight conversion) on the console, once per process."""
+    logger = logging.getLogger("steelqc")
+    if not any(isinstance(handler, RichHandler) for handler in logger.handlers):
+        logger.addHandler(RichHandler(console=console, show_path=False, show_level=False, markup=False))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # not twice when a library (Prefect, MLflow) configured the root logger
 
 
 def stdout_console() -> Console:

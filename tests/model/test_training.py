@@ -128,8 +128,23 @@ def test_a_nan_epoch_is_never_recorded_as_best(tmp_path: Path) -> None:
     from steelqc.training import STATE_FILE, _State, _StateWriter
 
     state = _State(architecture={})
-    writer = _StateWriter(state, tmp_path / STATE_FILE, 1, SimpleNamespace(wait=0), None)
+    writer = _StateWriter(state, tmp_path / STATE_FILE, 1, 5, SimpleNamespace(wait=0), None)
     for epoch, value in enumerate([float("nan"), 0.4, 0.7, float("nan"), 0.6]):
         writer.on_epoch_end(epoch, {"val_pr_auc": value})
     assert (state.best_epoch, state.best_val_pr_auc) == (2, 0.7)
     assert json.loads((tmp_path / STATE_FILE).read_text())["best_epoch"] == 2
+
+
+def test_every_epoch_reports_stage_progress(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from steelqc.training import STATE_FILE, _State, _StateWriter
+
+    writer = _StateWriter(_State(architecture={}), tmp_path / STATE_FILE, 2, 3, SimpleNamespace(wait=0), None)
+    with caplog.at_level("INFO", logger="steelqc.training"):
+        for epoch in range(2):
+            writer.on_epoch_begin(epoch)
+            writer.on_epoch_end(epoch, {"loss": 0.5, "val_pr_auc": 0.8})
+    lines = [r.getMessage() for r in caplog.records if r.name == "steelqc.training"]
+    assert len(lines) == 2 and lines[1].startswith("stage 2 (fine-tuning) epoch 2/3: loss 0.5000, val PR-AUC 0.8000")
+    assert "s/epoch, stage ETA" in lines[1]
