@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import tempfile
 from datetime import UTC, date, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.runtimes import AUTO, RUNTIMES
 
 if TYPE_CHECKING:
     import pandas as pd
     from sklearn.decomposition import PCA
 
+RuntimeChoice = Enum("RuntimeChoice", {name: name for name in (AUTO, *RUNTIMES)}, type=str)  # typer's choices
 ModelOption = typer.Option(None, "--model", "-m", help="MLflow model URI; default models:/<registered_model>@champion")
 
 
@@ -57,6 +60,7 @@ def inspect(
     batch_images: int = typer.Option(8, min=1, help="Images whose patches share model batches"),
     image_size: str = typer.Option("256x1600", help="Expected HEIGHTxWIDTH (other sizes are errors) or 'any'"),
     log: bool = typer.Option(True, "--log/--no-log", help="Append every patch to the production patch log"),
+    runtime: RuntimeChoice = typer.Option(AUTO, help="What scores: auto = the model's passed export if any, else keras"),
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -72,10 +76,12 @@ def inspect(
     size = parse_image_size(image_size)
     run_guarded(configure_tracking, settings)
     try:
-        inspector, meta = load_inspector(model)
+        inspector, meta = load_inspector(model, runtime=runtime.value)
     except (MlflowException, OSError) as exc:
         fail(f"cannot load model {model}: {exc}")
         return
+    if meta.runtime_note:
+        console.print(f"[yellow]warning:[/] {meta.runtime_note}")
     reducer = None
     if log:
         try:
@@ -88,7 +94,7 @@ def inspect(
         reducer=reducer, image_size=size, endpoint_url=settings.s3_endpoint_url, model_version=meta.version,
     )  # fmt: skip
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
-    console.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}): {counts}")
+    console.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}, {meta.runtime}): {counts}")
     for row in result.decisions[result.decisions["decision"] == "ERROR"].itertuples():
         console.print(f"  [red]ERROR[/] {row.image}: {row.error}")
     console.print(f"decisions: {result.csv_path} and {result.json_path}; {len(result.overlays)} overlays in {out / 'overlays'}")
