@@ -5,9 +5,9 @@ for the Keras model and for each exported runtime (``steelqc.runtimes``: OpenVIN
 
 Targets: end to end ≥ 0.9 × its runtime's (a) and ≥ 1.5 × (b); the best runtime's forward ≥ 2.5 × Keras'
 (issue 14). All rates come from the same run on the same generated JPEG strips (256×1600, 256 px patches at
-stride 128: 12 per image), best of ``--repeats`` after a warm-up; the load average is printed beside them
-because the machine is shared. The model has random weights (speed does not depend on them); thresholds are
-set so about a fifth of images get overlays.
+stride 128: 12 per image), best of ``--repeats`` alternating rounds after a warm-up round; the load average
+is printed beside them because the machine is shared. The model has random weights (speed does not depend on
+them); thresholds are set so about a fifth of images get overlays.
 
     .venv/bin/python bench/inspect.py [--images 24] [--backbone efficientnet_lite0|small_cnn|efficientnetb0] [--input-size N]
                                       [--runtimes keras,openvino,onnx] [--workers 2] [--batch-images 8] [--repeats 2] [--with-log]
@@ -25,7 +25,7 @@ sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
 import argparse  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -46,14 +46,20 @@ TARGET_VS_SEED_LOOP = 1.5
 TARGET_RUNTIME_VS_KERAS = 2.5
 
 
-def best_rate(images: int, repeats: int, run: Callable[[], object]) -> float:
-    """Images/s of the fastest of ``repeats`` runs."""
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return images / best
+def alternating_rates(images: int, rounds: int, runs: Sequence[Callable[[], object]]) -> list[float]:
+    """Images/s of each run, the best of ``rounds`` rounds that call every run once in turn.
+
+    An extra first round warms up (graph tracing, compilation) and is not counted; alternating means a
+    change in the shared machine's load hits every run alike instead of whichever was timed then.
+    """
+    best = [float("inf")] * len(runs)
+    for counted in [False] + [True] * rounds:
+        for i, run in enumerate(runs):
+            started = time.perf_counter()
+            run()
+            if counted:
+                best[i] = min(best[i], time.perf_counter() - started)
+    return [images / seconds for seconds in best]
 
 
 def main() -> None:
@@ -128,9 +134,7 @@ def main() -> None:
         ]
         if args.with_log:
             rows.append(("    ... keras with the patch log", end_to_end_logged, KERAS))
-        for _, warm_up, _ in rows:
-            warm_up()
-        rates = [best_rate(args.images, args.repeats, run) for _, run, _ in rows]
+        rates = alternating_rates(args.images, args.repeats, [run for _, run, _ in rows])
 
     print(f"{args.backbone}@{input_size}, {args.images} strips x {len(patches) // args.images} patches, "
           f"batch {args.batch_size}, {args.workers} decode threads, load average {load_before:.1f} before / "
