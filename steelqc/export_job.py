@@ -17,14 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import get_model_info
-from mlflow.models.model import MODEL_CONFIG
 from mlflow.tracking import MlflowClient
 
 from steelqc.config import Settings
 from steelqc.inference import ImageResult, Inspector
 from steelqc.patches import read_index
-from steelqc.registry import RUNTIME_CONFIG_KEY, load_inspector, registered_version
+from steelqc.registry import load_inspector, registered_version, takes_runtime_setting
 from steelqc.runtimes import EXPORTS_DIR, export_runtime, load_runtime, read_manifest, write_manifest
 from steelqc.train_job import open_dataset, split_rows
 
@@ -134,7 +132,7 @@ def export_version(
     model_id = logged_model_id(version) if version is not None else None
     if version is None or model_id is None:
         raise ExportError(f"{model_uri} is not a registered version: use models:/<name>/<version> or models:/<name>@<alias>")
-    if RUNTIME_CONFIG_KEY not in (get_model_info(model_uri).flavors["python_function"].get(MODEL_CONFIG) or {}):
+    if not takes_runtime_setting(model_uri):
         raise ExportError(f"{version.name} v{version.version} was logged before exports (its pyfunc takes no runtime "
                           "setting, so it would never use one): register a newly logged model to export it")  # fmt: skip
     if version.tags.get(f"export.{fmt}.parity") == PASSED:

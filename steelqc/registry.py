@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.models.model import ModelInfo
+from mlflow.models import ModelSignature, get_model_info
+from mlflow.models.model import MODEL_CONFIG, ModelInfo
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
@@ -399,13 +399,21 @@ class ModelMetadata:
     runtime_note: str | None = None
 
 
+def takes_runtime_setting(model_uri: str) -> bool:
+    """Whether the logged pyfunc has a ``runtime`` model config (models logged before exports do not)."""
+    flavor = get_model_info(model_uri).flavors.get("python_function", {})
+    return RUNTIME_CONFIG_KEY in (flavor.get(MODEL_CONFIG) or {})
+
+
 def load_inspector(model_uri: str, *, runtime: str = KERAS) -> tuple[Inspector, ModelMetadata]:
     """Load a logged/registered steelqc model (``models:/steelqc@champion``, ``runs:/…/model``) for inspection.
 
     ``runtime`` is the pyfunc's (see :class:`SteelQCModel`); Keras by default, because evaluation feeds the
     model a ``tf.data`` pipeline, which only the Keras model takes.
     """
-    pyfunc = mlflow.pyfunc.load_model(model_uri, model_config={RUNTIME_CONFIG_KEY: runtime})
+    # a model logged before exports takes no runtime setting (MLflow would warn it ignored one): it scores with Keras
+    config = {RUNTIME_CONFIG_KEY: runtime} if takes_runtime_setting(model_uri) else None
+    pyfunc = mlflow.pyfunc.load_model(model_uri, model_config=config)
     wrapped = pyfunc.unwrap_python_model()
     if not isinstance(wrapped, SteelQCModel):
         raise MlflowException(f"{model_uri} is not a steelqc model (python model {type(wrapped).__name__})")

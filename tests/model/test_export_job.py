@@ -27,7 +27,14 @@ from steelqc.export_job import Parity, compare_results, logged_model_id
 from steelqc.inference import ImageResult, Inspector
 from steelqc.model import build_model
 from steelqc.patches import write_index
-from steelqc.registry import configure_tracking, ensure_experiment, load_inspector, log_pyfunc_model, register_version
+from steelqc.registry import (
+    configure_tracking,
+    ensure_experiment,
+    load_inspector,
+    log_pyfunc_model,
+    register_version,
+    takes_runtime_setting,
+)
 from steelqc.runtimes import ExportedModel
 from steelqc.thresholds import Thresholds
 
@@ -123,7 +130,7 @@ def test_export_passes_parity_is_stored_tagged_and_used_by_pyfunc_and_inspect(
     assert list(out["decision"]) == [r.decision for r in expected]
     np.testing.assert_allclose(out["worst_score"], [r.worst_score for r in expected], atol=1e-4)
 
-    again = CliRunner().invoke(app, ["export", f"models:/{NAME}/1", *tracking])
+    again = CliRunner().invoke(app, ["export", f"models:/{NAME}/1", "--format", "openvino", *tracking])
     assert again.exit_code == 2 and "already has an openvino export that passed" in again.output
 
     folder = tmp_path / "strips"
@@ -164,3 +171,20 @@ def test_a_nan_score_or_nothing_compared_never_passes() -> None:
     assert not nan.passed and nan.max_abs_diff == np.inf
     assert compare_results([], [], 1e-4) == Parity(0, 0, 0.0, 0, 1e-4)
     assert compare_results([], [], 1e-4).reason == "no validation patches to compare"
+
+
+def test_a_version_logged_before_exports_scores_with_keras_and_is_not_exported(
+    tracking: list[str], registry: Settings, generated: tuple[Dataset, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_model = mlflow.pyfunc.log_model
+    monkeypatch.setattr(mlflow.pyfunc, "log_model", lambda **kw: log_model(**{k: v for k, v in kw.items() if k != "model_config"}))
+    image = generated[0].load_image(str(generated[1]["image_id"].iloc[0]))
+    with mlflow.start_run(experiment_id=ensure_experiment(registry, "export")):
+        info = log_pyfunc_model(build_model(registry.model, 32), Thresholds(0.5, 0.9, 1, 1, 1, 0.5, 1, 1, True, "old"),
+                                registry.patches, image)  # fmt: skip
+    version = register_version(info.model_uri, NAME, {}).version
+    assert not takes_runtime_setting(f"models:/{NAME}/{version}")
+    _, meta = load_inspector(f"models:/{NAME}/{version}", runtime="openvino")
+    assert meta.runtime == "keras"
+    refused = CliRunner().invoke(app, ["export", f"models:/{NAME}/{version}", *tracking])
+    assert refused.exit_code == 2 and "was logged before exports" in refused.output
