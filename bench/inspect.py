@@ -1,14 +1,16 @@
-"""Images/s of batch inspection end to end (read + decode → patches → model → decisions → CSV/JSON/overlays)
+"""Strips/s of batch inspection end to end (read + decode → patches → model → decisions → CSV/JSON/overlays)
 beside (a) the bare batched forward pass of the same model on pre-made patch tensors and (b) the seed
-system's loop, which decodes an image and calls ``model.predict`` on its patches, one image at a time.
+system's loop, which decodes an image and calls ``model.predict`` on its patches, one image at a time —
+for the Keras model and for each exported runtime (``steelqc.runtimes``: OpenVINO, ONNX Runtime) of it.
 
-Targets: end to end ≥ 0.9 × (a) and ≥ 1.5 × (b). All rates come from the same run on the same generated
-JPEG strips (256×1600, 256 px patches at stride 128: 12 per image), best of ``--repeats`` after a
-warm-up; the load average is printed beside them because the machine is shared. The model has random
-weights (speed does not depend on them); thresholds are set so about a fifth of images get overlays.
+Targets: end to end ≥ 0.9 × its runtime's (a) and ≥ 1.5 × (b); the best runtime's forward ≥ 2.5 × Keras'
+(issue 14). All rates come from the same run on the same generated JPEG strips (256×1600, 256 px patches at
+stride 128: 12 per image), best of ``--repeats`` alternating rounds after a warm-up round; the load average
+is printed beside them because the machine is shared. The model has random weights (speed does not depend on
+them); thresholds are set so about a fifth of images get overlays.
 
-    .venv/bin/python bench/inspect.py [--images 48] [--backbone small_cnn|efficientnet_lite0|efficientnetb0] [--input-size N]
-                                      [--workers 2] [--batch-images 8] [--repeats 2] [--with-log]
+    .venv/bin/python bench/inspect.py [--images 24] [--backbone efficientnet_lite0|small_cnn|efficientnetb0] [--input-size N]
+                                      [--runtimes keras,openvino,onnx] [--workers 2] [--batch-images 8] [--repeats 2] [--with-log]
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
 import argparse  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -36,26 +38,35 @@ from steelqc.inference import Inspector  # noqa: E402
 from steelqc.model import build_model, preprocess_patches  # noqa: E402
 from steelqc.monitoring import PatchLog, build_reference  # noqa: E402
 from steelqc.patches import extract_patches  # noqa: E402
+from steelqc.runtimes import KERAS, RUNTIMES, export_runtime, load_runtime  # noqa: E402
 from steelqc.thresholds import Thresholds, decide, image_decision  # noqa: E402
 
 TARGET_VS_FORWARD = 0.9
 TARGET_VS_SEED_LOOP = 1.5
+TARGET_RUNTIME_VS_KERAS = 2.5
 
 
-def best_rate(images: int, repeats: int, run: Callable[[], object]) -> float:
-    """Images/s of the fastest of ``repeats`` runs."""
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return images / best
+def alternating_rates(images: int, rounds: int, runs: Sequence[Callable[[], object]]) -> list[float]:
+    """Images/s of each run, the best of ``rounds`` rounds that call every run once in turn.
+
+    An extra first round warms up (graph tracing, compilation) and is not counted; alternating means a
+    change in the shared machine's load hits every run alike instead of whichever was timed then.
+    """
+    best = [float("inf")] * len(runs)
+    for counted in [False] + [True] * rounds:
+        for i, run in enumerate(runs):
+            started = time.perf_counter()
+            run()
+            if counted:
+                best[i] = min(best[i], time.perf_counter() - started)
+    return [images / seconds for seconds in best]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=48)
-    parser.add_argument("--backbone", choices=["small_cnn", "efficientnet_lite0", "efficientnetb0"], default="small_cnn")
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--backbone", choices=["small_cnn", "efficientnet_lite0", "efficientnetb0"], default="efficientnet_lite0")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated, keras first (the baseline)")
     parser.add_argument("--input-size", type=int, default=None, help="default: 128 small_cnn, 256 EfficientNets")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-images", type=int, default=8)
@@ -63,6 +74,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--with-log", action="store_true", help="also time inspection with the patch log")
     args = parser.parse_args()
+    runtimes = [name.strip() for name in args.runtimes.split(",")]
+    if runtimes[0] != KERAS or not set(runtimes) <= set(RUNTIMES):
+        parser.error(f"--runtimes: keras first, then any of {', '.join(RUNTIMES[1:])}")
+    load_before = os.getloadavg()[0]
 
     patch = PatchSettings()
     input_size = args.input_size or (128 if args.backbone == "small_cnn" else 256)
@@ -80,15 +95,21 @@ def main() -> None:
         patches = np.concatenate([extract_patches(p, patch.size, patch.stride, patch.pad_mode)[0] for p in pixels])
         tensors = preprocess_patches(patches)
 
-        def forward() -> None:  # (a) the model alone on ready tensors, same batch size
-            for start in range(0, len(tensors), args.batch_size):
-                model.predict_on_batch(tensors[start : start + args.batch_size])
+        scorers = {KERAS: model, **{name: load_runtime(export_runtime(model, name, Path(tmp) / name)) for name in runtimes[1:]}}
+
+        def forward(scorer: object) -> Callable[[], None]:  # (a) the model alone on ready tensors, same batch size
+            def run() -> None:
+                for start in range(0, len(tensors), args.batch_size):
+                    scorer.predict_on_batch(tensors[start : start + args.batch_size])  # type: ignore[attr-defined]
+
+            return run
 
         scores = np.concatenate([np.asarray(model.predict_on_batch(tensors[i : i + 256])).ravel()
                                  for i in range(0, len(tensors), 256)])  # fmt: skip
         t_pass = float(np.quantile(scores, 0.98))
         thresholds = Thresholds(t_pass, float(np.quantile(scores, 0.995)), 1.0, 1.0, 1.0, 0.5, 1, 1, True, "bench")
-        inspector = Inspector(model, thresholds, patch.size, patch.stride, patch.pad_mode, batch_size=args.batch_size)
+        inspectors = {name: Inspector(scorer, thresholds, patch.size, patch.stride, patch.pad_mode, batch_size=args.batch_size)
+                      for name, scorer in scorers.items()}  # fmt: skip
 
         def seed_loop() -> None:  # (b) decode, patch and predict one image at a time
             for path in files:
@@ -96,35 +117,45 @@ def main() -> None:
                 image_scores = model.predict(preprocess_patches(image_patches), verbose=0).ravel()
                 image_decision(decide(image_scores, thresholds))
 
-        def end_to_end() -> None:
-            inspect_batch(inspector, folder, Path(tmp) / "out", workers=args.workers, batch_images=args.batch_images)
+        def end_to_end(name: str) -> Callable[[], None]:
+            return lambda: inspect_batch(inspectors[name], folder, Path(tmp) / "out", workers=args.workers,
+                                         batch_images=args.batch_images)  # fmt: skip
 
         _, reducer = build_reference(model, patches[:64])
 
         def end_to_end_logged() -> None:
-            inspect_batch(inspector, folder, Path(tmp) / "out-log", workers=args.workers,
+            inspect_batch(inspectors[KERAS], folder, Path(tmp) / "out-log", workers=args.workers,
                           batch_images=args.batch_images, patch_log=PatchLog(Path(tmp) / "log"), reducer=reducer)  # fmt: skip
 
-        for warm_up in (forward, seed_loop, end_to_end) + ((end_to_end_logged,) if args.with_log else ()):
-            warm_up()
-        rate_forward = best_rate(args.images, args.repeats, forward)
-        rate_seed = best_rate(args.images, args.repeats, seed_loop)
-        rate_e2e = best_rate(args.images, args.repeats, end_to_end)
-        rate_logged = best_rate(args.images, args.repeats, end_to_end_logged) if args.with_log else None
+        rows: list[tuple[str, Callable[[], object], str | None]] = [  # label, run, runtime whose forward it follows
+            *((f"(a) bare batched forward, {n}", forward(scorers[n]), None) for n in runtimes),
+            ("(b) seed loop, one image at a time", seed_loop, None),
+            *((f"    inspect_batch end to end, {n}", end_to_end(n), n) for n in runtimes),
+        ]
+        if args.with_log:
+            rows.append(("    ... keras with the patch log", end_to_end_logged, KERAS))
+        rates = alternating_rates(args.images, args.repeats, [run for _, run, _ in rows])
 
-    load = os.getloadavg()[0]
-    print(f"{args.backbone}@{input_size}, {args.images} images x {len(patches) // args.images} patches, "
-          f"batch {args.batch_size}, {args.workers} decode threads, load average {load:.1f}")  # fmt: skip
-    print(f"(a) bare batched forward pass      {rate_forward:7.2f} images/s")
-    print(f"(b) seed loop, one image at a time {rate_seed:7.2f} images/s")
-    print(f"    inspect_batch end to end       {rate_e2e:7.2f} images/s")
-    if rate_logged is not None:
-        print(f"    ... with the patch log         {rate_logged:7.2f} images/s")
-    vs_forward, vs_seed = rate_e2e / rate_forward, rate_e2e / rate_seed
-    print(f"end to end / (a) = {vs_forward:.2f} (target >= {TARGET_VS_FORWARD}): "
-          f"{'met' if vs_forward >= TARGET_VS_FORWARD else 'MISSED'}")  # fmt: skip
-    print(f"end to end / (b) = {vs_seed:.2f} (target >= {TARGET_VS_SEED_LOOP}): "
-          f"{'met' if vs_seed >= TARGET_VS_SEED_LOOP else 'MISSED'}")  # fmt: skip
+    print(f"{args.backbone}@{input_size}, {args.images} strips x {len(patches) // args.images} patches, "
+          f"batch {args.batch_size}, {args.workers} decode threads, load average {load_before:.1f} before / "
+          f"{os.getloadavg()[0]:.1f} after")  # fmt: skip
+    forward_rate = dict(zip(runtimes, rates, strict=False))
+    seed = rates[len(runtimes)]
+    print(f"{'':40}{'strips/s':>9}{'/ (b) seed':>12}{'/ keras (a)':>13}{'/ own (a)':>11}")
+    for (label, _, runtime), rate in zip(rows, rates, strict=True):
+        own = f"{rate / forward_rate[runtime]:10.2f}x" if runtime else ""
+        print(f"{label:40}{rate:9.2f}{rate / seed:11.2f}x{rate / forward_rate[KERAS]:12.2f}x{own}")
+    for n in runtimes:
+        e2e = rates[len(runtimes) + 1 + runtimes.index(n)]
+        vs_forward, vs_seed = e2e / forward_rate[n], e2e / seed
+        print(f"{n}: end to end / own (a) = {vs_forward:.2f} (target >= {TARGET_VS_FORWARD}): "
+              f"{'met' if vs_forward >= TARGET_VS_FORWARD else 'MISSED'}; end to end / (b) = {vs_seed:.2f} "
+              f"(target >= {TARGET_VS_SEED_LOOP}): {'met' if vs_seed >= TARGET_VS_SEED_LOOP else 'MISSED'}")  # fmt: skip
+    if len(runtimes) > 1:
+        best = max(runtimes[1:], key=forward_rate.__getitem__)
+        ratio = forward_rate[best] / forward_rate[KERAS]
+        print(f"best runtime {best}: (a) / keras (a) = {ratio:.2f} (target >= {TARGET_RUNTIME_VS_KERAS}): "
+              f"{'met' if ratio >= TARGET_RUNTIME_VS_KERAS else 'MISSED'}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from steelqc.config import MonitoringSettings
 from steelqc.data.errors import DataError
 from steelqc.data.storage import LocalStorage, S3Storage, open_storage
+from steelqc.runtimes import ExportedModel
 
 if TYPE_CHECKING:
     import keras
@@ -168,16 +169,20 @@ class EmbeddingRecorder:
     while the patch log gets the embeddings of the very same forward pass (no second pass).
     """
 
-    def __init__(self, model: keras.Model) -> None:
+    def __init__(self, model: keras.Model | ExportedModel) -> None:
         import keras
 
         from steelqc.model import EMBEDDING_LAYER
 
-        self._both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(EMBEDDING_LAYER).output])
+        if isinstance(model, ExportedModel):  # an exported graph already has both outputs
+            self._predict_both = model.predict_both
+        else:
+            both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(EMBEDDING_LAYER).output])
+            self._predict_both = both.predict_on_batch
         self._embeddings: list[np.ndarray] = []
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
-        scores, embeddings = self._both.predict_on_batch(x)
+        scores, embeddings = self._predict_both(x)
         self._embeddings.append(np.asarray(embeddings))
         return np.asarray(scores)
 

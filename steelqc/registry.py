@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -29,8 +30,8 @@ import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.models.model import ModelInfo
+from mlflow.models import ModelSignature, get_model_info
+from mlflow.models.model import MODEL_CONFIG, ModelInfo
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
@@ -38,6 +39,7 @@ from mlflow.types import ColSpec, Schema
 import steelqc
 from steelqc.config import PatchSettings, Settings, TrackingSettings
 from steelqc.data.errors import ImageDecodeError
+from steelqc.runtimes import AUTO, EXPORTS_DIR, KERAS, ExportedModel, choose_runtime
 from steelqc.thresholds import Thresholds
 
 # steelqc.inference brings TensorFlow: it loads where a model is used, so the QA commands (promotion) can use
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 PROJECT_ROOT = Path(steelqc.__file__).resolve().parents[1]
 SERVER_SCHEMES = {"http", "https", "databricks"}
 MODEL_NAME_IN_RUN = "model"
+RUNTIME_CONFIG_KEY = "runtime"
 # Short by default so an unreachable server fails in seconds, not after MLflow's 7 retries with backoff.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 REACHABILITY_TIMEOUT_S = 5.0
@@ -66,6 +69,8 @@ PYFUNC_PACKAGES = (
     "pydantic",
     "pydantic-settings",
     "pyyaml",
+    "openvino",  # the exported runtimes (steelqc export); a serving environment without them scores with Keras
+    "onnxruntime",
 )
 OUTPUT_SIGNATURE = Schema(
     [
@@ -280,13 +285,26 @@ def results_frame(results: Sequence[ImageResult]) -> pd.DataFrame:
 
 
 class SteelQCModel(PythonModel):
-    """Pyfunc: images in, one decision per image out (thresholds and patch geometry travel inside)."""
+    """Pyfunc: images in, one decision per image out (thresholds and patch geometry travel inside).
+
+    ``model_config={"runtime": ...}`` picks what scores: ``auto`` (default) an export stored with the model
+    (``steelqc export``, stored only after its parity check passed), else Keras; ``keras``; or a named export.
+    """
 
     inspector: Inspector
+    runtime: str = KERAS
+    runtime_note: str | None = None  # why Keras (or a second choice) scores when an export was wanted
 
     def load_context(self, context: PythonModelContext) -> None:
+        keras_path = Path(context.artifacts["keras_model"])
+        # a model logged without a runtime config predates exports and must not pick one up: Keras
+        requested = (context.model_config or {}).get(RUNTIME_CONFIG_KEY, KERAS)
+        exported, self.runtime_note = choose_runtime(keras_path.parent / EXPORTS_DIR, requested)
+        if self.runtime_note:
+            logging.getLogger(__name__).warning(self.runtime_note)
+        self.runtime = exported.runtime if exported is not None else KERAS
         self.inspector = inspector_from_files(
-            context.artifacts["keras_model"], context.artifacts["thresholds"], context.artifacts["geometry"]
+            keras_path, context.artifacts["thresholds"], context.artifacts["geometry"], exported=exported
         )
 
     # ``pd.DataFrame`` is one of the hints MLflow infers no schema from and never validates or converts
@@ -298,13 +316,15 @@ class SteelQCModel(PythonModel):
         return results_frame(self.inspector.inspect(images_from_model_input(model_input)))
 
 
-def inspector_from_files(keras_path: str | Path, thresholds_path: str | Path, geometry_path: str | Path) -> Inspector:
-    """Rebuild the Inspector from the three artefacts of a logged model."""
+def inspector_from_files(
+    keras_path: str | Path, thresholds_path: str | Path, geometry_path: str | Path, *, exported: ExportedModel | None = None
+) -> Inspector:
+    """Rebuild the Inspector from the three artefacts of a logged model; ``exported`` scores in Keras' place."""
     import keras
 
     from steelqc.inference import Inspector
 
-    model = keras.saving.load_model(keras_path, compile=False)
+    model = exported if exported is not None else keras.saving.load_model(keras_path, compile=False)
     thresholds = Thresholds.from_dict(json.loads(Path(thresholds_path).read_text()))
     geometry = json.loads(Path(geometry_path).read_text())
     return Inspector(model, thresholds, geometry["patch_size"], geometry["stride"], geometry["pad_mode"])
@@ -351,6 +371,7 @@ def log_pyfunc_model(
             signature=ModelSignature(inputs=None, outputs=OUTPUT_SIGNATURE),
             input_example=pd.DataFrame({"image": [encode_png(example_image)]}),
             pip_requirements=pip_requirements(),
+            model_config={RUNTIME_CONFIG_KEY: AUTO},  # logged, so load_model(model_config=...) may override it
         )
 
 
@@ -403,11 +424,25 @@ class ModelMetadata:
     version: str | None = None
     tags: dict[str, str] | None = None
     run_id: str | None = None
+    runtime: str = KERAS
+    runtime_note: str | None = None
 
 
-def load_inspector(model_uri: str) -> tuple[Inspector, ModelMetadata]:
-    """Load a logged/registered steelqc model (``models:/steelqc@champion``, ``runs:/…/model``) for inspection."""
-    pyfunc = mlflow.pyfunc.load_model(model_uri)
+def takes_runtime_setting(model_uri: str) -> bool:
+    """Whether the logged pyfunc has a ``runtime`` model config (models logged before exports do not)."""
+    flavor = get_model_info(model_uri).flavors.get("python_function", {})
+    return RUNTIME_CONFIG_KEY in (flavor.get(MODEL_CONFIG) or {})
+
+
+def load_inspector(model_uri: str, *, runtime: str = KERAS) -> tuple[Inspector, ModelMetadata]:
+    """Load a logged/registered steelqc model (``models:/steelqc@champion``, ``runs:/…/model``) for inspection.
+
+    ``runtime`` is the pyfunc's (see :class:`SteelQCModel`); Keras by default, because evaluation feeds the
+    model a ``tf.data`` pipeline, which only the Keras model takes.
+    """
+    # a model logged before exports takes no runtime setting (MLflow would warn it ignored one): it scores with Keras
+    config = {RUNTIME_CONFIG_KEY: runtime} if takes_runtime_setting(model_uri) else None
+    pyfunc = mlflow.pyfunc.load_model(model_uri, model_config=config)
     wrapped = pyfunc.unwrap_python_model()
     if not isinstance(wrapped, SteelQCModel):
         raise MlflowException(f"{model_uri} is not a steelqc model (python model {type(wrapped).__name__})")
@@ -421,6 +456,8 @@ def load_inspector(model_uri: str) -> tuple[Inspector, ModelMetadata]:
         version=str(registered.version) if registered else None,
         tags=dict(registered.tags) if registered else None,
         run_id=registered.run_id if registered else pyfunc.metadata.run_id,
+        runtime=wrapped.runtime,
+        runtime_note=wrapped.runtime_note,
     )
 
 

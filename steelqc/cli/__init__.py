@@ -12,5 +12,6 @@ from steelqc.cli import pipeline_commands  # noqa: F401  (registers pipeline, de
 from steelqc.cli import app_commands  # noqa: F401  (registers app)
 from steelqc.cli import train_commands  # noqa: F401  (registers train, evaluate)
 from steelqc.cli import inspect_commands  # noqa: F401  (registers inspect, monitor)
+from steelqc.cli import export_commands  # noqa: F401  (registers export)
 
 __all__ = ["app"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 
 import typer
 
 from steelqc.cli._app import ConfigOption, SetOption, app, console, exit_for, fail, run_guarded, settings_from_cli
+from steelqc.runtimes import AUTO, RUNTIMES
 
+RuntimeChoice = Enum("RuntimeChoice", {name: name for name in (AUTO, *RUNTIMES)}, type=str)  # typer's choices
 ModelOption = typer.Option(None, "--model", "-m", help="MLflow model URI; default models:/<registered_model>@champion")
 
 
@@ -40,6 +43,7 @@ def inspect(
     batch_images: int = typer.Option(8, min=1, help="Images whose patches share model batches"),
     image_size: str = typer.Option("256x1600", help="Expected HEIGHTxWIDTH (other sizes are errors) or 'any'"),
     log: bool = typer.Option(True, "--log/--no-log", help="Append every patch to the production patch log"),
+    runtime: RuntimeChoice = typer.Option(AUTO, help="What scores: auto = the model's passed export if any, else keras"),
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -54,9 +58,11 @@ def inspect(
     size = parse_image_size(image_size)
     run_guarded(configure_tracking, settings)
     try:
-        inspector, meta = load_inspector(model)
+        inspector, meta = load_inspector(model, runtime=runtime.value)
     except Exception as exc:  # noqa: BLE001 - exit_for re-raises what the exit-code table does not know
         exit_for(exc, f" (loading model {model})")
+    if meta.runtime_note:
+        console.print(f"[yellow]warning:[/] {meta.runtime_note}")
     reducer = None
     if log:
         try:
@@ -70,7 +76,7 @@ def inspect(
         max_image_pixels=settings.data.max_image_pixels,
     )  # fmt: skip
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
-    console.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}): {counts}")
+    console.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}, {meta.runtime}): {counts}")
     for row in result.decisions[result.decisions["decision"] == "ERROR"].itertuples():
         console.print(f"  [red]ERROR[/] {row.image}: {row.error}")
     console.print(f"decisions: {result.csv_path} and {result.json_path}; {len(result.overlays)} overlays in {out / 'overlays'}")
