@@ -90,7 +90,7 @@ EXIT_CODES = {
     "steelqc.promotion.PromotionError": 1,
     "steelqc.data.errors.DataError": 2,
     "steelqc.registry.TrackingUnavailableError": 2,
-    "steelqc.model.WeightsUnavailableError": 2,
+    "steelqc.lite0.WeightsUnavailableError": 2,  # re-exported by steelqc.model; matched where defined
     "mlflow.exceptions.MlflowException": 2,
     "builtins.OSError": 2,  # unreadable or unwritable paths
     "builtins.ValueError": 2,  # includes ConfigError

@@ -18,7 +18,9 @@ def test_every_table_entry_names_a_real_exception_class() -> None:
 
     for path in EXIT_CODES:
         module, _, name = path.rpartition(".")
-        assert issubclass(getattr(importlib.import_module(module), name), BaseException), path
+        cls = getattr(importlib.import_module(module), name)
+        assert issubclass(cls, BaseException), path
+        assert f"{cls.__module__}.{cls.__qualname__}" == path, "errors are matched by the module defining them"
 
 
 def test_the_most_specific_class_decides() -> None:
@@ -26,6 +28,9 @@ def test_the_most_specific_class_decides() -> None:
     assert exit_code(MissingImageError("gone", file="a.png")) == 2
     assert exit_code(ConfigError("bad field")) == 2
     assert exit_code(FileNotFoundError("x")) == 2
+    from steelqc.model import WeightsUnavailableError  # defined in steelqc.lite0
+
+    assert exit_code(WeightsUnavailableError("no weights")) == 2
     assert exit_code(RuntimeError("a bug")) is None
 
 
