@@ -19,6 +19,8 @@ from pathlib import Path
 
 import steelqc  # noqa: F401  first: keeps Keras' home in the state folder (not $HOME) before keras loads
 
+# isort: split
+
 import keras
 import numpy as np
 
