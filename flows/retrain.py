@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
 from prefect import flow, get_run_logger, suspend_flow_run, unmapped
 from prefect.context import get_run_context
 

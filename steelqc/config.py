@@ -73,7 +73,7 @@ class ValidationSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _range_ordered(self) -> "ValidationSettings":
+    def _range_ordered(self) -> ValidationSettings:
         if self.defect_rate_min > self.defect_rate_max:
             raise ValueError("defect_rate_min must not exceed defect_rate_max")
         return self
@@ -91,7 +91,7 @@ class PatchSettings(_Section):
     seed: int = 42
 
     @model_validator(mode="after")
-    def _fractions_leave_training(self) -> "PatchSettings":
+    def _fractions_leave_training(self) -> PatchSettings:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
         if self.stride > self.size:

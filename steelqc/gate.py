@@ -51,7 +51,7 @@ class GateDecision:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "GateDecision":
+    def from_dict(cls, data: Mapping[str, Any]) -> GateDecision:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 
@@ -65,7 +65,7 @@ class RecallBound:
     confidence: float  # thresholds.confidence
 
     @classmethod
-    def of(cls, thresholds: "Thresholds", settings: "ThresholdSettings") -> "RecallBound | None":
+    def of(cls, thresholds: Thresholds, settings: ThresholdSettings) -> RecallBound | None:
         """The bound of ``thresholds`` chosen with ``settings``; None when no confidence level asked for one."""
         if settings.confidence is None:
             return None

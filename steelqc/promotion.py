@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -85,7 +85,7 @@ class PromotionRecord:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _client(settings: Settings) -> MlflowClient:
@@ -200,7 +200,7 @@ def list_pending(settings: Settings) -> list[PendingPromotion]:
         PendingPromotion(
             version=str(v.version),
             run_id=v.run_id,
-            created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
             gate=_gate_of(v),
             flow_run_id=v.tags.get(TAG_FLOW_RUN) or None,
             champion_version=v.tags.get(TAG_GATE_CHAMPION) or None,

@@ -48,7 +48,7 @@ class Thresholds:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Thresholds":
+    def from_dict(cls, data: dict[str, Any]) -> Thresholds:
         return cls(**data)
 
 

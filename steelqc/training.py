@@ -24,8 +24,8 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from steelqc.config import Settings
 from steelqc.data.dataset import Dataset
-from steelqc.model import build_model, set_backbone_trainable
 from steelqc.input_pipeline import patch_dataset
+from steelqc.model import build_model, set_backbone_trainable
 
 MONITOR = "val_pr_auc"
 BEST_FILE, LAST_FILE, STATE_FILE = "best.keras", "last.keras", "state.json"

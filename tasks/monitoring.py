@@ -14,7 +14,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from steelqc.config import Settings, MonitoringSettings
+from steelqc.config import MonitoringSettings, Settings
 from steelqc.monitoring import (
     DriftResult,
     drift_report,

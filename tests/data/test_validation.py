@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 from typer.testing import CliRunner
 
 from steelqc.cli import app
@@ -26,6 +25,8 @@ from steelqc.validation import (
     scan_images,
     validate_dataset,
 )
+
+from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -219,7 +219,7 @@ def test_approve_resumes_the_suspended_run_and_reject_leaves_the_champion(
     tags = client.get_model_version(settings.tracking.registered_model, second).tags
     assert tags["approval_status"] == "rejected" and tags["approved_by"] == "qa-lead"
     history = promotion.list_decisions(settings)
-    assert {("promote", first), ("reject", second)} <= set(zip(history.action, history.version))
+    assert {("promote", first), ("reject", second)} <= set(zip(history.action, history.version, strict=True))
 
     listed = _cli(stack, "promotions")
     assert listed.returncode == 0 and f"champion: v{first}" in listed.stdout

@@ -19,6 +19,7 @@ from flows.retrain import retrain
 from steelqc import promotion
 from steelqc.config import load_settings
 from steelqc.validation import ValidationFailed
+
 from tiny import TINY
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,6 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 from steelqc.batch_inspection import DECISION_COLUMNS, inspect_batch, list_images
 from steelqc.config import ModelSettings, MonitoringSettings
@@ -23,6 +22,8 @@ from steelqc.model import build_model
 from steelqc.monitoring import PatchLog, build_reference, drift_report, embedding_columns
 from steelqc.patches import extract_patches
 from steelqc.thresholds import Thresholds
+
+from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 SIZE = (256, 1600)
 

@@ -7,12 +7,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from hostile_files import bit_depth_and_channel_copies, deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 from steelqc.data.errors import ImageDecodeError
 from steelqc.data.images import encode_jpeg, encode_png
 from steelqc.inference import Inspector, decode_inputs
 from steelqc.thresholds import Thresholds
+
+from hostile_files import bit_depth_and_channel_copies, deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 PATCH, STRIDE = 32, 16
 
