@@ -48,7 +48,9 @@ def _timed(call: object) -> float:
 def _weight_loading_seconds() -> tuple[float, float]:
     """Lite0 ImageNet weights: (empty cache: read pickle + convert + save, cached load)."""
     with tempfile.TemporaryDirectory(prefix="steelqc-bench-weights-") as cache:
-        first = _timed(lambda: lite0.load_imagenet_weights(lite0.efficientnet_lite0((PATCH, PATCH, 3)), cache_dir=Path(cache)))
+        first = _timed(
+            lambda: lite0.load_imagenet_weights(lite0.efficientnet_lite0((PATCH, PATCH, 3)), cache_dir=Path(cache))
+        )
         model = lite0.efficientnet_lite0((PATCH, PATCH, 3))  # built outside the timing, like the first
         cached = _timed(lambda: lite0.load_imagenet_weights(model, cache_dir=Path(cache)))
     return first, cached

@@ -7,8 +7,8 @@ JPEG strips (256×1600, 256 px patches at stride 128: 12 per image), best of ``-
 warm-up; the load average is printed beside them because the machine is shared. The model has random
 weights (speed does not depend on them); thresholds are set so about a fifth of images get overlays.
 
-    .venv/bin/python bench/inspect.py [--images 48] [--backbone small_cnn|efficientnet_lite0|efficientnetb0] [--input-size N]
-                                      [--workers 2] [--batch-images 8] [--repeats 2] [--with-log]
+    .venv/bin/python bench/inspect.py [--images 48] [--backbone small_cnn|efficientnet_lite0|efficientnetb0]
+                                      [--input-size N] [--workers 2] [--batch-images 8] [--repeats 2] [--with-log]
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def best_rate(images: int, repeats: int, run: Callable[[], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=48)
-    parser.add_argument("--backbone", choices=["small_cnn", "efficientnet_lite0", "efficientnetb0"], default="small_cnn")
+    parser.add_argument(
+        "--backbone", choices=["small_cnn", "efficientnet_lite0", "efficientnetb0"], default="small_cnn"
+    )
     parser.add_argument("--input-size", type=int, default=None, help="default: 128 small_cnn, 256 EfficientNets")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-images", type=int, default=8)
@@ -103,7 +105,8 @@ def main() -> None:
 
         def end_to_end_logged() -> None:
             inspect_batch(inspector, folder, Path(tmp) / "out-log", workers=args.workers,
-                          batch_images=args.batch_images, patch_log=PatchLog(Path(tmp) / "log"), reducer=reducer)  # fmt: skip
+                          batch_images=args.batch_images, patch_log=PatchLog(Path(tmp) / "log"),
+                          reducer=reducer)  # fmt: skip
 
         for warm_up in (forward, seed_loop, end_to_end) + ((end_to_end_logged,) if args.with_log else ()):
             warm_up()

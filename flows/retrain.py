@@ -28,7 +28,9 @@ def validate_and_index(data_root: str, settings: Settings, work_dir: Path) -> tu
     The fan-out work (image scan, patch labelling) is mapped over chunks of images: threads with the
     local runner, worker processes with ``--runner dask``.
     """
-    scans = data_tasks.scan_chunk.map(unmapped(data_root), data_tasks.image_chunks(data_root, settings), unmapped(settings))
+    scans = data_tasks.scan_chunk.map(
+        unmapped(data_root), data_tasks.image_chunks(data_root, settings), unmapped(settings)
+    )
     validation = data_tasks.validate_data(data_root, settings, work_dir, scans)
     rows = data_tasks.index_chunk.map(
         unmapped(validation["manifest_path"]), unmapped(validation["data_hash"]), validation["clean_chunks"],

@@ -100,8 +100,8 @@ def gate(
         else ""
     )
     rule = (
-        f"challenger patch_recall >= {recall_target}{bound_rule}, patch_specificity >= "
-        f"{min_specificity} and, against the champion, every one of {', '.join(GATED_METRICS)} >= champion - {tolerance}"
+        f"challenger patch_recall >= {recall_target}{bound_rule}, patch_specificity >= {min_specificity} and, "
+        f"against the champion, every one of {', '.join(GATED_METRICS)} >= champion - {tolerance}"
     )
     picked = _pick(challenger)
     champ = _pick(champion) if champion is not None else None
@@ -127,7 +127,8 @@ def gate(
     specificity = float(challenger.get("patch_specificity", 1.0))
     if specificity < min_specificity:
         return verdict(
-            False, f"patch specificity {specificity:.4f} is below {min_specificity}: the model flags almost every clean patch"
+            False,
+            f"patch specificity {specificity:.4f} is below {min_specificity}: the model flags almost every clean patch",
         )
     if champion is None:
         return verdict(True, "no champion yet: the recall target alone decides")

@@ -258,15 +258,20 @@ def approve_pending(settings: Settings, version: str, *, reviewer: str, comment:
     return promote(settings, version, reviewer=reviewer, comment=comment, expected_champion=item.champion_version)
 
 
-def reject(settings: Settings, version: str, *, reviewer: str, comment: str = "", status: str = "rejected") -> PromotionRecord:
+def reject(
+    settings: Settings, version: str, *, reviewer: str, comment: str = "", status: str = "rejected"
+) -> PromotionRecord:
     """Mark a pending version rejected (or timed_out); the champion never moves."""
     pending_version(settings, version)
     client = _client(settings)
     name = settings.tracking.registered_model
     when = _now()
-    for key, value in {TAG_APPROVAL: status, TAG_APPROVED_BY: reviewer, TAG_APPROVED_AT: when, TAG_COMMENT: comment}.items():
+    tags = {TAG_APPROVAL: status, TAG_APPROVED_BY: reviewer, TAG_APPROVED_AT: when, TAG_COMMENT: comment}
+    for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, value)
-    record = PromotionRecord("reject", str(version), alias_version(client, name, CHAMPION), reviewer, comment, status, when)
+    record = PromotionRecord(
+        "reject", str(version), alias_version(client, name, CHAMPION), reviewer, comment, status, when
+    )
     record_decision(settings, record)
     return record
 

@@ -53,7 +53,9 @@ def read_patch_log(
 
 
 @task(name="drift-report", cache_policy=NO_CACHE)
-def drift_check(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, settings: MonitoringSettings) -> DriftResult:
+def drift_check(
+    reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, settings: MonitoringSettings
+) -> DriftResult:
     """Evidently report + JSON summary of the window against the reference."""
     return drift_report(reference, current, out_dir, settings)
 

@@ -23,7 +23,9 @@ MASK_PATTERN_HELP = (
     "Mask path relative to its image, with {stem} and {folder} (repeatable; replaces the defaults "
     f"{', '.join(DEFAULT_MASK_PATTERNS)})"
 )
-CLEAN_FOLDER_HELP = f"Folder of defect-free images (repeatable; replaces the defaults {', '.join(DEFAULT_CLEAN_FOLDERS)})"
+CLEAN_FOLDER_HELP = (
+    f"Folder of defect-free images (repeatable; replaces the defaults {', '.join(DEFAULT_CLEAN_FOLDERS)})"
+)
 
 
 @contextmanager

@@ -73,7 +73,9 @@ def inspect(
     console.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}): {counts}")
     for row in result.decisions[result.decisions["decision"] == "ERROR"].itertuples():
         console.print(f"  [red]ERROR[/] {row.image}: {row.error}")
-    console.print(f"decisions: {result.csv_path} and {result.json_path}; {len(result.overlays)} overlays in {out / 'overlays'}")
+    console.print(
+        f"decisions: {result.csv_path} and {result.json_path}; {len(result.overlays)} overlays in {out / 'overlays'}"
+    )
     if result.patch_log_file:
         console.print(f"patch log: {result.patch_log_file}")
     console.print(f"{result.images_per_second:.1f} images/s")
@@ -81,7 +83,9 @@ def inspect(
 
 @app.command()
 def monitor(
-    since: str | None = typer.Option(None, help="First day (YYYY-MM-DD) of patch log to compare; default: monitoring.window_days ago"),
+    since: str | None = typer.Option(
+        None, help="First day (YYYY-MM-DD) of patch log to compare; default: monitoring.window_days ago"
+    ),
     until: str | None = typer.Option(None, help="Last day (YYYY-MM-DD), inclusive; default: today"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Report folder; default <state>/reports/monitor-<time>"),
     model: str | None = ModelOption,

@@ -222,7 +222,9 @@ class Dataset:
 
     def decode_image(self, data: bytes, image_id: str) -> DecodedImage:
         """``data`` (the bytes of ``image_id``) decoded within the dataset's pixel budget."""
-        return decode_image_bytes(data, name=f"{self.root}/{self.image_path(image_id)}", max_pixels=self.max_image_pixels)
+        return decode_image_bytes(
+            data, name=f"{self.root}/{self.image_path(image_id)}", max_pixels=self.max_image_pixels
+        )
 
     def load_image(self, image_id: str) -> np.ndarray:
         """Grayscale pixels of one image, checked against the dataset's size."""

@@ -172,7 +172,9 @@ def assign_image_ids(images: Sequence[Path]) -> list[str]:
     """
     stems = [_safe(image.stem) for image in images]
     shared = Counter(stem.lower() for stem in stems)
-    wanted = [s if shared[s.lower()] == 1 else _safe(i.with_suffix("").as_posix()) for s, i in zip(stems, images, strict=True)]
+    wanted = [
+        s if shared[s.lower()] == 1 else _safe(i.with_suffix("").as_posix()) for s, i in zip(stems, images, strict=True)
+    ]
     taken: set[str] = set()
     ids: list[str] = []
     for name in wanted:
