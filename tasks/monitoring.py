@@ -70,7 +70,9 @@ def log_to_mlflow(settings: Settings, result: DriftResult, params: dict[str, str
 @task(name="trigger-retrain", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def trigger_retrain(parameters: dict[str, Any]) -> str:
     """Start a run of the ``retrain`` deployment without waiting for it; its flow run id."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     flow_run = run_deployment(RETRAIN_DEPLOYMENT, parameters=parameters, timeout=0, tags=["drift-triggered"])
+    assert isinstance(flow_run, FlowRun)  # a sync task: the sync implementation ran, not the coroutine
     return str(flow_run.id)
