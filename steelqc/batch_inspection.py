@@ -25,7 +25,7 @@ from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, decode_ima
 from steelqc.data.storage import LocalStorage, Storage, open_storage
 from steelqc.inference import ImageResult, Inspector
 from steelqc.monitoring import EmbeddingRecorder, PatchLog, patch_features, patch_frame
-from steelqc.patches import extract_patches, ordered_parallel_map
+from steelqc.patches import PadMode, extract_patches, ordered_parallel_map
 from steelqc.registry import result_record
 from steelqc.thresholds import FAIL, HOLD, PASS
 
@@ -92,7 +92,7 @@ def _load(
     storage: Storage,
     name: str,
     image_size: tuple[int, int] | None,
-    geometry: tuple[int, int, str] | None,
+    geometry: tuple[int, int, PadMode] | None,
     max_pixels: int,
 ) -> _Loaded:
     """Read and decode one image; with ``geometry`` (size, stride, pad mode) also its patch features,
@@ -189,7 +189,7 @@ def inspect_batch(
     )
     for group in _groups(loaded, batch_images):
         good = [item for item in group if item.pixels is not None]
-        results = scorer.inspect([item.pixels for item in good])
+        results = scorer.inspect([item.pixels for item in good if item.pixels is not None])
         embeddings = recorder.take() if recorder is not None else None
         if patch_log is not None:
             frame = _log_frame(good, results, embeddings, reducer)

@@ -171,6 +171,7 @@ def _run_stage(
         _StateWriter(state, folder / STATE_FILE, stage, stopper, on_epoch_end),
     ]
     start = state.epochs_done
+    assert state.class_weights is not None  # fit_two_stage sets them before the first stage
     model.fit(
         train_data,
         validation_data=val_data,
@@ -252,6 +253,7 @@ def fit_two_stage(
 
     if not (folder / BEST_FILE).exists():
         raise RuntimeError(f"no checkpoint was written to {folder}: {MONITOR} never produced a finite value")
+    assert state.class_weights is not None and state.best_val_pr_auc is not None  # set with the best checkpoint
     return TrainResult(
         model=keras.models.load_model(folder / BEST_FILE),
         history=state.history,
@@ -271,7 +273,7 @@ def train_model(
     on_epoch_end: EpochHook | None = None,
 ) -> TrainResult:
     """Train on the index's ``train`` split, select on its ``val`` split; the ``test`` split is never read."""
-    common = {
+    common: dict[str, Any] = {
         "batch_size": settings.train.batch_size,
         "train_settings": settings.train,
         "patch_settings": settings.patches,

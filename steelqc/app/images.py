@@ -62,7 +62,7 @@ def read_strip(
 
 
 def patch_heatmap(
-    shape: tuple[int, int], positions: Sequence[tuple[int, int]], scores: Sequence[float], patch_size: int
+    shape: tuple[int, int], positions: Sequence[tuple[int, int]], scores: Sequence[float] | np.ndarray, patch_size: int
 ) -> np.ndarray:
     """Per-pixel score ``float32 (H, W)``: the highest score of the patches covering the pixel.
 
@@ -90,7 +90,7 @@ def overlay_heatmap(
 
 
 def patch_table(
-    positions: Sequence[tuple[int, int]], scores: Sequence[float], decisions: Sequence[str]
+    positions: Sequence[tuple[int, int]], scores: Sequence[float] | np.ndarray, decisions: Sequence[str] | np.ndarray
 ) -> pd.DataFrame:
     """One row per patch in grid order: where it is, its score and the decision that score alone would get."""
     return pd.DataFrame(
