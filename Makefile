@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.steelqc-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast bench bench-fullsize lock clean-state system-deps
+.PHONY: demo lint test test-fast bench bench-fullsize lock clean-state system-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/steelqc demo
 
-test: $(STAMP)
+# ruff (style, imports, bugbear) and mypy (steelqc, tasks, flows; settings in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check steelqc tasks flows tests bench
+	$(BIN)/mypy
+
+# Lint first: a finding fails `make test` (and CI) before the suite starts.
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Everything but the end-to-end tests marked slow (they still run in `make test` and CI).

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import steelqc  # noqa: F401  first: keeps Keras' home in the state folder (not $HOME) before keras loads
 
+# isort: split
+
 import keras
 import numpy as np
 
@@ -46,7 +48,9 @@ def _timed(call: object) -> float:
 def _weight_loading_seconds() -> tuple[float, float]:
     """Lite0 ImageNet weights: (empty cache: read pickle + convert + save, cached load)."""
     with tempfile.TemporaryDirectory(prefix="steelqc-bench-weights-") as cache:
-        first = _timed(lambda: lite0.load_imagenet_weights(lite0.efficientnet_lite0((PATCH, PATCH, 3)), cache_dir=Path(cache)))
+        first = _timed(
+            lambda: lite0.load_imagenet_weights(lite0.efficientnet_lite0((PATCH, PATCH, 3)), cache_dir=Path(cache))
+        )
         model = lite0.efficientnet_lite0((PATCH, PATCH, 3))  # built outside the timing, like the first
         cached = _timed(lambda: lite0.load_imagenet_weights(model, cache_dir=Path(cache)))
     return first, cached

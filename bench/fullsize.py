@@ -49,7 +49,9 @@ def run_flow(root: str, runner: str, workers: int, chunk: int, report_dir: str) 
     from flows.runners import task_runner
     from steelqc.config import load_settings
 
-    settings = load_settings(overrides={"data.chunk_images": chunk, "data.image_workers": 2, "validation.min_images": 10})
+    settings = load_settings(
+        overrides={"data.chunk_images": chunk, "data.image_workers": 2, "validation.min_images": 10}
+    )
 
     @flow(name="fullsize-bench", persist_result=False)
     def bench_flow(root: str) -> dict[str, Any]:
@@ -60,7 +62,9 @@ def run_flow(root: str, runner: str, workers: int, chunk: int, report_dir: str) 
             "images": int(index["image_id"].nunique()),
             "patches": len(index),
             "defective_patches": int(index["label"].sum()),
-            "index_sha256": hashlib.sha256(pd.util.hash_pandas_object(index, index=False).to_numpy().tobytes()).hexdigest(),
+            "index_sha256": hashlib.sha256(
+                pd.util.hash_pandas_object(index, index=False).to_numpy().tobytes()
+            ).hexdigest(),
             "data_hash": validation["data_hash"],
         }
 
@@ -189,8 +193,9 @@ def main() -> None:
             print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             results = {}
             for runner in args.runners:
-                command = [sys.executable, "-P", __file__, "--child", runner, "--data", root, "--workers", str(args.workers),
-                           "--chunk", str(args.chunk), "--report-dir", str(work / f"validation-{runner}")]  # fmt: skip
+                command = [sys.executable, "-P", __file__, "--child", runner, "--data", root,
+                           "--workers", str(args.workers), "--chunk", str(args.chunk),
+                           "--report-dir", str(work / f"validation-{runner}")]  # fmt: skip
                 # A result store of its own per runner: the patch-labelling cache must not serve the second runner.
                 result, wall, peak = measure(command, {**env, "PREFECT_HOME": str(work / f"prefect-{runner}")})
                 results[runner] = result
@@ -200,7 +205,9 @@ def main() -> None:
                     f"peak {peak / 1024**3:.2f} GiB, {result['images']} images -> {result['patches']} patches "
                     f"({result['defective_patches']} defective)  [{ok}: < {TARGET_SECONDS / 60:.0f} min, < 4 GiB]"
                 )
-            outcomes = {json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in results.values()}
+            outcomes = {
+                json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True) for r in results.values()
+            }
             if len(outcomes) > 1:
                 raise SystemExit(f"the runners disagree on the validated data or the patch index: {outcomes}")
             print(f"Prefect server (not counted): {tree_rss(server.pid) / 1024**3:.2f} GiB")

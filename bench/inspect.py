@@ -9,8 +9,9 @@ stride 128: 12 per image), best of ``--repeats`` alternating rounds after a warm
 is printed beside them because the machine is shared. The model has random weights (speed does not depend on
 them); thresholds are set so about a fifth of images get overlays.
 
-    .venv/bin/python bench/inspect.py [--images 24] [--backbone efficientnet_lite0|small_cnn|efficientnetb0] [--input-size N]
-                                      [--runtimes keras,openvino,onnx] [--workers 2] [--batch-images 8] [--repeats 2] [--with-log]
+    .venv/bin/python bench/inspect.py [--images 24] [--backbone efficientnet_lite0|small_cnn|efficientnetb0]
+        [--input-size N] [--runtimes keras,openvino,onnx] [--workers 2] [--batch-images 8] [--repeats 2]
+        [--with-log]
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def alternating_rates(images: int, rounds: int, runs: Sequence[Callable[[], obje
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=24)
-    parser.add_argument("--backbone", choices=["small_cnn", "efficientnet_lite0", "efficientnetb0"], default="efficientnet_lite0")
+    parser.add_argument(
+        "--backbone", choices=["small_cnn", "efficientnet_lite0", "efficientnetb0"], default="efficientnet_lite0"
+    )
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated, keras first (the baseline)")
     parser.add_argument("--input-size", type=int, default=None, help="default: 128 small_cnn, 256 EfficientNets")
     parser.add_argument("--workers", type=int, default=2)
@@ -95,7 +98,10 @@ def main() -> None:
         patches = np.concatenate([extract_patches(p, patch.size, patch.stride, patch.pad_mode)[0] for p in pixels])
         tensors = preprocess_patches(patches)
 
-        scorers = {KERAS: model, **{name: load_runtime(export_runtime(model, name, Path(tmp) / name)) for name in runtimes[1:]}}
+        scorers = {
+            KERAS: model,
+            **{name: load_runtime(export_runtime(model, name, Path(tmp) / name)) for name in runtimes[1:]},
+        }
 
         def forward(scorer: object) -> Callable[[], None]:  # (a) the model alone on ready tensors, same batch size
             def run() -> None:
@@ -108,8 +114,10 @@ def main() -> None:
                                  for i in range(0, len(tensors), 256)])  # fmt: skip
         t_pass = float(np.quantile(scores, 0.98))
         thresholds = Thresholds(t_pass, float(np.quantile(scores, 0.995)), 1.0, 1.0, 1.0, 0.5, 1, 1, True, "bench")
-        inspectors = {name: Inspector(scorer, thresholds, patch.size, patch.stride, patch.pad_mode, batch_size=args.batch_size)
-                      for name, scorer in scorers.items()}  # fmt: skip
+        inspectors = {
+            name: Inspector(scorer, thresholds, patch.size, patch.stride, patch.pad_mode, batch_size=args.batch_size)
+            for name, scorer in scorers.items()
+        }
 
         def seed_loop() -> None:  # (b) decode, patch and predict one image at a time
             for path in files:
@@ -124,8 +132,10 @@ def main() -> None:
         _, reducer = build_reference(model, patches[:64])
 
         def end_to_end_logged() -> None:
-            inspect_batch(inspectors[KERAS], folder, Path(tmp) / "out-log", workers=args.workers,
-                          batch_images=args.batch_images, patch_log=PatchLog(Path(tmp) / "log"), reducer=reducer)  # fmt: skip
+            inspect_batch(
+                inspectors[KERAS], folder, Path(tmp) / "out-log", workers=args.workers,
+                batch_images=args.batch_images, patch_log=PatchLog(Path(tmp) / "log"), reducer=reducer,
+            )  # fmt: skip
 
         rows: list[tuple[str, Callable[[], object], str | None]] = [  # label, run, runtime whose forward it follows
             *((f"(a) bare batched forward, {n}", forward(scorers[n]), None) for n in runtimes),
@@ -150,7 +160,8 @@ def main() -> None:
         vs_forward, vs_seed = e2e / forward_rate[n], e2e / seed
         print(f"{n}: end to end / own (a) = {vs_forward:.2f} (target >= {TARGET_VS_FORWARD}): "
               f"{'met' if vs_forward >= TARGET_VS_FORWARD else 'MISSED'}; end to end / (b) = {vs_seed:.2f} "
-              f"(target >= {TARGET_VS_SEED_LOOP}): {'met' if vs_seed >= TARGET_VS_SEED_LOOP else 'MISSED'}")  # fmt: skip
+              f"(target >= {TARGET_VS_SEED_LOOP}): "
+              f"{'met' if vs_seed >= TARGET_VS_SEED_LOOP else 'MISSED'}")  # fmt: skip
     if len(runtimes) > 1:
         best = max(runtimes[1:], key=forward_rate.__getitem__)
         ratio = forward_rate[best] / forward_rate[KERAS]

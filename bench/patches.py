@@ -20,8 +20,8 @@ import numpy as np
 from steelqc.config import ModelSettings, PatchSettings, TrainSettings
 from steelqc.data.dataset import Dataset
 from steelqc.data.synth import generate_dataset
-from steelqc.patches import build_patch_index
 from steelqc.input_pipeline import patch_dataset
+from steelqc.patches import build_patch_index
 
 TARGET_RATIO = 5.0
 

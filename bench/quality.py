@@ -110,7 +110,11 @@ def main() -> None:
           f"{int(metrics_any.get('image_n_defective', 0))} defective)")
     print(f"{'arm':<11}" + "".join(f"{title:>12}" for _, title in COLUMNS) + f"{'wall s':>9}")
     for arm, (metrics, seconds, _) in results.items():
-        print(f"{arm:<11}" + "".join(f"{metrics.get(key, float('nan')):>12.3f}" for key, _ in COLUMNS) + f"{seconds:>9.0f}")
+        print(
+            f"{arm:<11}"
+            + "".join(f"{metrics.get(key, float('nan')):>12.3f}" for key, _ in COLUMNS)
+            + f"{seconds:>9.0f}"
+        )
     if {"lite0", "small_cnn"} <= set(results):
         lite, cnn = results["lite0"][0], results["small_cnn"][0]
         ratios = "  ".join(f"{title} {lite[key] / cnn[key]:.2f}" for key, title in COLUMNS[:5] if cnn.get(key))

@@ -53,7 +53,7 @@ def loop_decode(encoded: str, height: int, width: int) -> list[list[int]]:
     """The plain-Python way: one pixel at a time into a column-major list, then rows of a grid."""
     values = [int(v) for v in encoded.split()]
     flat = [0] * (height * width)
-    for start, length in zip(values[0::2], values[1::2]):
+    for start, length in zip(values[0::2], values[1::2], strict=True):
         for i in range(start - 1, start - 1 + length):
             flat[i] = 1
     return [[flat[x * height + y] for x in range(width)] for y in range(height)]

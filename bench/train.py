@@ -20,15 +20,17 @@ from pathlib import Path
 
 import steelqc  # noqa: F401  first: keeps Keras' home in the state folder (not $HOME) before keras loads
 
+# isort: split
+
 import keras
 import numpy as np
 
 from steelqc.config import Settings, load_settings
 from steelqc.data.dataset import Dataset
 from steelqc.data.synth import generate_dataset
+from steelqc.input_pipeline import patch_dataset
 from steelqc.model import build_model, preprocess_patches
 from steelqc.patches import build_patch_index, slice_patches
-from steelqc.input_pipeline import patch_dataset
 from steelqc.training import compute_class_weights
 
 TARGET_RATIO = 0.85

@@ -53,9 +53,12 @@ def _resume(settings: Settings, item: promotion.PendingPromotion, decision: Appr
         )
     if state is None or not state.is_paused():
         status = "timed_out" if state is not None and state.is_final() else "orphaned"
-        promotion.reject(settings, item.version, reviewer="prefect", comment=f"waiting run is {state and state.name}", status=status)
+        promotion.reject(
+            settings, item.version, reviewer="prefect", comment=f"waiting run is {state and state.name}", status=status
+        )
         raise promotion.PromotionError(
-            f"the run waiting for v{item.version} is {state.name if state else 'gone'}: marked {status}; re-run retraining"
+            f"the run waiting for v{item.version} is {state.name if state else 'gone'}: marked {status}; "
+            "re-run retraining"
         )
     resume_flow_run(UUID(item.flow_run_id), run_input=decision.model_dump())
     return True

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.context import get_run_context
 
+from flows.context import current_flow_run
 from steelqc.config import load_settings, resolve_profile
 from steelqc.promotion import champion_uri
 from tasks import inspection as t
@@ -30,7 +30,7 @@ def inspect_batch(
     """Inspect ``source`` with ``model``; decisions go to ``out`` (default ``<state>/reports/inspect-<run id>``)."""
     settings = load_settings(resolve_profile(config), overrides)
     model = model or champion_uri(settings)
-    out_dir = Path(out) if out else settings.state_dir / "reports" / f"inspect-{get_run_context().flow_run.id}"
+    out_dir = Path(out) if out else settings.state_dir / "reports" / f"inspect-{current_flow_run().id}"
     inspector, meta, reducer = t.load_model(settings, model)
     summary = t.inspect_images(
         inspector, meta, reducer, source, out_dir, settings, image_size=image_size, log_patches=log_patches

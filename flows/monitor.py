@@ -12,8 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.context import get_run_context
 
+from flows.context import current_flow_run
 from steelqc.config import load_settings, resolve_profile
 from steelqc.promotion import champion_uri
 from tasks import monitoring as t
@@ -33,7 +33,7 @@ def monitor(
     settings = load_settings(resolve_profile(config), overrides)
     model = model or champion_uri(settings)
     first = since or datetime.now(UTC).date() - timedelta(days=settings.monitoring.window_days)
-    out_dir = settings.state_dir / "reports" / f"monitor-{get_run_context().flow_run.id}"
+    out_dir = settings.state_dir / "reports" / f"monitor-{current_flow_run().id}"
 
     version, run_id = t.resolve_model(settings, model)
     reference_set = t.load_reference_set(run_id, reference)

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
 from prefect import flow, get_run_logger, suspend_flow_run, unmapped
-from prefect.context import get_run_context
 
 from flows.approval import ApprovalInput
+from flows.context import current_flow_run
 from steelqc.config import Settings, load_settings, resolve_profile
 from tasks import data as data_tasks
 from tasks import training as t
@@ -29,8 +28,11 @@ def validate_and_index(data_root: str, settings: Settings, work_dir: Path) -> tu
     The fan-out work (image scan, patch labelling) is mapped over chunks of images: threads with the
     local runner, worker processes with ``--runner dask``.
     """
-    scans = data_tasks.scan_chunk.map(unmapped(data_root), data_tasks.image_chunks(data_root, settings), unmapped(settings))
-    validation = data_tasks.validate_data(data_root, settings, work_dir, scans)
+    scans = data_tasks.scan_chunk.map(
+        unmapped(data_root), data_tasks.image_chunks(data_root, settings), unmapped(settings)
+    )
+    # Prefect resolves the futures before the task runs; Task.__call__'s types know only the resolved values.
+    validation = data_tasks.validate_data(data_root, settings, work_dir, scans)  # type: ignore[arg-type]
     rows = data_tasks.index_chunk.map(
         unmapped(validation["manifest_path"]), unmapped(validation["data_hash"]), validation["clean_chunks"],
         unmapped(settings),
@@ -51,7 +53,7 @@ def retrain(
     """
     logger = get_run_logger()
     settings = load_settings(resolve_profile(config, generated_data=data is None), overrides)
-    flow_run = get_run_context().flow_run
+    flow_run = current_flow_run()
     work_dir = settings.state_dir / "runs" / str(flow_run.id)
 
     data_root = data or data_tasks.generate_data(settings)

@@ -25,7 +25,7 @@ from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, decode_ima
 from steelqc.data.storage import LocalStorage, Storage, open_storage
 from steelqc.inference import ImageResult, Inspector
 from steelqc.monitoring import EmbeddingRecorder, PatchLog, patch_features, patch_frame
-from steelqc.patches import extract_patches, ordered_parallel_map
+from steelqc.patches import PadMode, extract_patches, ordered_parallel_map
 from steelqc.registry import result_record
 from steelqc.thresholds import FAIL, HOLD, PASS
 
@@ -89,7 +89,11 @@ def list_images(source: str | Path, endpoint_url: str | None = None) -> tuple[St
 
 
 def _load(
-    storage: Storage, name: str, image_size: tuple[int, int] | None, geometry: tuple[int, int, str] | None, max_pixels: int
+    storage: Storage,
+    name: str,
+    image_size: tuple[int, int] | None,
+    geometry: tuple[int, int, PadMode] | None,
+    max_pixels: int,
 ) -> _Loaded:
     """Read and decode one image; with ``geometry`` (size, stride, pad mode) also its patch features,
     on the same grid the Inspector uses, so this work overlaps with the model instead of following it."""
@@ -180,10 +184,12 @@ def inspect_batch(
     overlays: list[Path] = []
     logged: list[pd.DataFrame] = []
     geometry = (inspector.patch_size, inspector.stride, inspector.pad_mode) if patch_log is not None else None
-    loaded = ordered_parallel_map(lambda name: _load(storage, name, image_size, geometry, max_image_pixels), names, workers)
+    loaded = ordered_parallel_map(
+        lambda name: _load(storage, name, image_size, geometry, max_image_pixels), names, workers
+    )
     for group in _groups(loaded, batch_images):
         good = [item for item in group if item.pixels is not None]
-        results = scorer.inspect([item.pixels for item in good])
+        results = scorer.inspect([item.pixels for item in good if item.pixels is not None])
         embeddings = recorder.take() if recorder is not None else None
         if patch_log is not None:
             frame = _log_frame(good, results, embeddings, reducer)
@@ -230,6 +236,8 @@ def _write_decisions(decisions: pd.DataFrame, out: Path) -> tuple[Path, Path]:
     records = []
     for row in decisions.to_dict(orient="records"):
         row["patch_scores"] = json.loads(row["patch_scores"])
-        records.append({k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()})
+        records.append(
+            {k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()}
+        )
     json_path.write_text(json.dumps(records, indent=2, default=int))
     return csv_path, json_path

@@ -21,6 +21,8 @@ from steelqc.env import default_state_dir
 PROFILE_DIR = Path(__file__).parent / "configs"
 #: The profile of a run on generated data when none is named: tuned to those strips on 2 CPU cores.
 GENERATED_DATA_PROFILE = "demo"
+#: How a patch grid pads an image smaller than a patch (numpy.pad's modes).
+PadMode = Literal["reflect", "constant", "edge"]
 
 
 class ConfigError(ValueError):
@@ -73,7 +75,7 @@ class ValidationSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _range_ordered(self) -> "ValidationSettings":
+    def _range_ordered(self) -> ValidationSettings:
         if self.defect_rate_min > self.defect_rate_max:
             raise ValueError("defect_rate_min must not exceed defect_rate_max")
         return self
@@ -85,13 +87,13 @@ class PatchSettings(_Section):
     size: int = Field(256, ge=8)
     stride: int = Field(128, ge=1)
     min_defect_pixels: int = Field(32, ge=1)
-    pad_mode: Literal["reflect", "constant", "edge"] = "reflect"
+    pad_mode: PadMode = "reflect"
     val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.15, gt=0.0, lt=1.0)
     seed: int = 42
 
     @model_validator(mode="after")
-    def _fractions_leave_training(self) -> "PatchSettings":
+    def _fractions_leave_training(self) -> PatchSettings:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
         if self.stride > self.size:
@@ -241,7 +243,12 @@ class _ResolvedSettings(Settings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, **_: PydanticBaseSettingsSource
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
@@ -263,7 +270,7 @@ def profile_path(name_or_path: str | Path) -> Path:
     return packaged
 
 
-def resolve_profile(config: str | Path | None, *, generated_data: bool = False) -> str | Path | None:
+def resolve_profile(config: str | None, *, generated_data: bool = False) -> str | None:
     """The profile a run loads when given ``--config`` / ``config`` (None = not given): the one named; else
     :data:`GENERATED_DATA_PROFILE` for a run on generated data; else None, the built-in defaults.
 

@@ -182,7 +182,7 @@ def _histogram_plot(rows: pd.DataFrame, y: np.ndarray, s: np.ndarray, class_ids:
                     out_dir: Path) -> Path:
     fig = Figure(figsize=(7, 5))
     ax = fig.subplots()
-    bins = np.linspace(0.0, 1.0, 41)
+    bins = np.linspace(0.0, 1.0, 41).tolist()
     ax.hist(s[y == 0], bins=bins, histtype="step", label="clean", log=True)
     for k in class_ids:
         mask = (y == 1) & (rows[f"px_class_{k}"].to_numpy() > 0)

@@ -126,24 +126,35 @@ def validation_images(run_id: str, settings: Settings, max_images: int) -> list[
 
 
 def export_version(
-    model_uri: str, fmt: str, settings: Settings, *, max_images: int = PARITY_IMAGES, tolerance: float = PARITY_TOLERANCE
+    model_uri: str,
+    fmt: str,
+    settings: Settings,
+    *,
+    max_images: int = PARITY_IMAGES,
+    tolerance: float = PARITY_TOLERANCE,
 ) -> ExportResult:
     """Export the version behind ``model_uri`` as ``fmt``; stored with it only if the parity check passes."""
     version = registered_version(model_uri)
     model_id = logged_model_id(version) if version is not None else None
     if version is None or model_id is None:
-        raise ExportError(f"{model_uri} is not a registered version: use models:/<name>/<version> or models:/<name>@<alias>")
+        raise ExportError(
+            f"{model_uri} is not a registered version: use models:/<name>/<version> or models:/<name>@<alias>"
+        )
     if not takes_runtime_setting(model_uri):
-        raise ExportError(f"{version.name} v{version.version} was logged before exports (its pyfunc takes no runtime "
-                          "setting, so it would never use one): register a newly logged model to export it")  # fmt: skip
+        raise ExportError(
+            f"{version.name} v{version.version} was logged before exports (its pyfunc takes no runtime setting, "
+            "so it would never use one): register a newly logged model to export it"
+        )
     if version.tags.get(f"export.{fmt}.parity") == PASSED:
         raise ExportError(f"{version.name} v{version.version} already has an {fmt} export that passed its parity check")
     images = validation_images(str(version.run_id), settings, max_images)
     keras_inspector, _ = load_inspector(model_uri)
     with tempfile.TemporaryDirectory(prefix="steelqc-export-") as tmp:
         folder = export_runtime(keras_inspector.model, fmt, Path(tmp) / fmt)
-        exported = Inspector(load_runtime(folder), keras_inspector.thresholds, keras_inspector.patch_size,
-                             keras_inspector.stride, keras_inspector.pad_mode, batch_size=keras_inspector.batch_size)  # fmt: skip
+        exported = Inspector(
+            load_runtime(folder), keras_inspector.thresholds, keras_inspector.patch_size,
+            keras_inspector.stride, keras_inspector.pad_mode, batch_size=keras_inspector.batch_size,
+        )  # fmt: skip
         parity = compare_results(keras_inspector.inspect(images), exported.inspect(images), tolerance)
         client = MlflowClient()
         stored_at = None

@@ -51,7 +51,7 @@ class GateDecision:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "GateDecision":
+    def from_dict(cls, data: Mapping[str, Any]) -> GateDecision:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 
@@ -65,7 +65,7 @@ class RecallBound:
     confidence: float  # thresholds.confidence
 
     @classmethod
-    def of(cls, thresholds: "Thresholds", settings: "ThresholdSettings") -> "RecallBound | None":
+    def of(cls, thresholds: Thresholds, settings: ThresholdSettings) -> RecallBound | None:
         """The bound of ``thresholds`` chosen with ``settings``; None when no confidence level asked for one."""
         if settings.confidence is None:
             return None
@@ -100,8 +100,8 @@ def gate(
         else ""
     )
     rule = (
-        f"challenger patch_recall >= {recall_target}{bound_rule}, patch_specificity >= "
-        f"{min_specificity} and, against the champion, every one of {', '.join(GATED_METRICS)} >= champion - {tolerance}"
+        f"challenger patch_recall >= {recall_target}{bound_rule}, patch_specificity >= {min_specificity} and, "
+        f"against the champion, every one of {', '.join(GATED_METRICS)} >= champion - {tolerance}"
     )
     picked = _pick(challenger)
     champ = _pick(champion) if champion is not None else None
@@ -127,7 +127,8 @@ def gate(
     specificity = float(challenger.get("patch_specificity", 1.0))
     if specificity < min_specificity:
         return verdict(
-            False, f"patch specificity {specificity:.4f} is below {min_specificity}: the model flags almost every clean patch"
+            False,
+            f"patch specificity {specificity:.4f} is below {min_specificity}: the model flags almost every clean patch",
         )
     if champion is None:
         return verdict(True, "no champion yet: the recall target alone decides")

@@ -18,7 +18,7 @@ import numpy as np
 from steelqc.data.errors import ImageDecodeError
 from steelqc.data.images import decode_image_bytes
 from steelqc.model import preprocess_patches
-from steelqc.patches import extract_patches
+from steelqc.patches import PadMode, extract_patches
 from steelqc.thresholds import Thresholds, decide, image_decision
 
 
@@ -58,7 +58,7 @@ class Inspector:
         thresholds: Thresholds,
         patch_size: int,
         stride: int,
-        pad_mode: str,
+        pad_mode: PadMode,
         *,
         batch_size: int = 64,
     ) -> None:

@@ -92,7 +92,9 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
-def _rebuild_tensor_v2(storage: str, offset: int, shape: tuple[int, ...], stride: tuple[int, ...], *_: Any) -> _TensorRef:
+def _rebuild_tensor_v2(
+    storage: str, offset: int, shape: tuple[int, ...], stride: tuple[int, ...], *_: Any
+) -> _TensorRef:
     return _TensorRef(storage, int(offset), tuple(shape), tuple(stride))
 
 
@@ -187,13 +189,17 @@ def _block_ids() -> list[tuple[str, int, int, int, int, int]]:
     return ids
 
 
-def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, stride: int, prefix: str, *, act: bool) -> keras.KerasTensor:
+def _conv_bn(
+    x: keras.KerasTensor, filters: int, kernel: int, stride: int, prefix: str, *, act: bool
+) -> keras.KerasTensor:
     x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_conv")(x)
     x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{prefix}_bn")(x)
     return keras.layers.ReLU(6.0, name=f"{prefix}_activation")(x) if act else x
 
 
-def efficientnet_lite0(input_shape: tuple[int, int, int], *, include_top: bool = False, name: str = "efficientnet_lite0") -> keras.Model:
+def efficientnet_lite0(
+    input_shape: tuple[int, int, int], *, include_top: bool = False, name: str = "efficientnet_lite0"
+) -> keras.Model:
     """The Lite0 network with random weights: 0–255 RGB in; pooled-free feature map out (or logits with top).
 
     Layer names follow Keras' EfficientNet (``stem_*``, ``block6a_*``, ``top_*``) so block-wise fine-tuning
@@ -208,7 +214,9 @@ def efficientnet_lite0(input_shape: tuple[int, int, int], *, include_top: bool =
             x = keras.layers.Conv2D(f_in * expand, 1, padding="same", use_bias=False, name=f"{prefix}_expand_conv")(x)
             x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{prefix}_expand_bn")(x)
             x = keras.layers.ReLU(6.0, name=f"{prefix}_expand_activation")(x)
-        x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_dwconv")(x)
+        x = keras.layers.DepthwiseConv2D(
+            kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}_dwconv"
+        )(x)
         x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{prefix}_bn")(x)
         x = keras.layers.ReLU(6.0, name=f"{prefix}_activation")(x)
         x = keras.layers.Conv2D(f_out, 1, padding="same", use_bias=False, name=f"{prefix}_project_conv")(x)
@@ -302,7 +310,9 @@ def load_imagenet_weights(backbone: keras.Model, *, source: Path | None = None, 
     unexpected = [name for name in leftover if not (name.endswith("num_batches_tracked") or name.startswith("_fc."))]
     if unexpected:
         raise WeightsUnavailableError(f"the Lite0 checkpoint has tensors this port does not know: {unexpected[:5]}")
-    LOG.info("converted %s (%d tensors unused: BatchNorm step counters and the ImageNet classifier)", source, len(leftover))
+    LOG.info(
+        "converted %s (%d tensors unused: BatchNorm step counters and the ImageNet classifier)", source, len(leftover)
+    )
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_name(f".{cache.name}.{id(backbone)}.partial.weights.h5")
     backbone.save_weights(partial)

@@ -102,7 +102,9 @@ def build_backbone(settings: ModelSettings) -> keras.Model:
     weights = settings.weights.strip()
     kind = weights.lower() if weights.lower() in {"imagenet", "none"} else "file"
     if kind == "file" and not weights.endswith(".h5"):
-        raise WeightsUnavailableError(f"model.weights must be imagenet, none or a .h5/.weights.h5 path, got {weights!r}")
+        raise WeightsUnavailableError(
+            f"model.weights must be imagenet, none or a .h5/.weights.h5 path, got {weights!r}"
+        )
     if settings.backbone == "small_cnn" and kind == "imagenet":
         raise WeightsUnavailableError(
             "small_cnn has no ImageNet weights; use `model.weights: none` or `model.weights: /path/to/file.weights.h5`"

@@ -154,7 +154,9 @@ def patch_frame(
     return frame
 
 
-def scores_and_embeddings(model: keras.Model, patches: np.ndarray, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def scores_and_embeddings(
+    model: keras.Model, patches: np.ndarray, *, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Scores and penultimate-layer embeddings of uint8 patches from one forward pass per batch."""
     from steelqc.inference import score_in_batches
 
@@ -272,7 +274,9 @@ class PatchLog:
     def _s3_folders(storage: S3Storage) -> list[str]:
         prefix = f"{storage.prefix}/" if storage.prefix else ""
         folders: list[str] = []
-        pages = storage.client.get_paginator("list_objects_v2").paginate(Bucket=storage.bucket, Prefix=prefix, Delimiter="/")
+        pages = storage.client.get_paginator("list_objects_v2").paginate(
+            Bucket=storage.bucket, Prefix=prefix, Delimiter="/"
+        )
         try:
             for page in pages:
                 folders.extend(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
@@ -441,7 +445,9 @@ def _summarise(
     if share >= drift_share:
         reasons.append(f"{share:.0%} of columns drifted (threshold {drift_share:.0%}): {', '.join(drifted)}")
     if embedding_drift:
-        reasons.append(f"{embedding_score:.0%} of embedding components drifted (threshold {_EMBEDDING_DRIFTED_SHARE:.0%})")
+        reasons.append(
+            f"{embedding_score:.0%} of embedding components drifted (threshold {_EMBEDDING_DRIFTED_SHARE:.0%})"
+        )
     return DriftResult(
         drift_detected=share >= drift_share or bool(embedding_drift),
         drifted_share=share,
@@ -465,7 +471,13 @@ def _summarise(
 
 
 def reference_patches(
-    dataset: Dataset, index: pd.DataFrame, patch_settings: PatchSettings, *, split: str = "val", max_patches: int = 2000, seed: int = 0
+    dataset: Dataset,
+    index: pd.DataFrame,
+    patch_settings: PatchSettings,
+    *,
+    split: str = "val",
+    max_patches: int = 2000,
+    seed: int = 0,
 ) -> np.ndarray:
     """Up to ``max_patches`` uint8 patches of ``split`` from a patch index (seeded sample, index order)."""
     from steelqc.patches import slice_patches
@@ -484,7 +496,13 @@ def reference_patches(
 
 
 def log_reference(
-    model: keras.Model, dataset: Dataset, index: pd.DataFrame, patch_settings: PatchSettings, *, max_patches: int = 2000, n_components: int = 8
+    model: keras.Model,
+    dataset: Dataset,
+    index: pd.DataFrame,
+    patch_settings: PatchSettings,
+    *,
+    max_patches: int = 2000,
+    n_components: int = 8,
 ) -> pd.DataFrame:
     """Build the reference set on the validation patches and log it to the *active* MLflow run.
 
@@ -537,7 +555,9 @@ def log_drift_run(settings: Settings, result: DriftResult, params: dict[str, str
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift-{datetime.now(UTC):%Y%m%d-%H%M%S}") as run:
         mlflow.log_params(params)
         mlflow.log_metrics(result.metrics())
-        mlflow.set_tags({"drift_detected": str(result.drift_detected).lower(), "reasons": "; ".join(result.reasons)[:5000]})
+        mlflow.set_tags(
+            {"drift_detected": str(result.drift_detected).lower(), "reasons": "; ".join(result.reasons)[:5000]}
+        )
         mlflow.log_artifact(str(result.html_path), "drift")
         mlflow.log_artifact(str(result.json_path), "drift")
         return run.info.run_id
@@ -557,7 +577,9 @@ def model_version_of(model_uri: str) -> tuple[str | None, str]:
 
 def patch_log_of(settings: Settings) -> PatchLog:
     """The production patch log configured by ``monitoring.log_dir`` (default ``<state>/patch-log``)."""
-    return PatchLog(settings.monitoring.log_dir or settings.state_dir / "patch-log", endpoint_url=settings.data.s3_endpoint_url)
+    return PatchLog(
+        settings.monitoring.log_dir or settings.state_dir / "patch-log", endpoint_url=settings.data.s3_endpoint_url
+    )
 
 
 def read_window(

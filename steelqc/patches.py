@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from steelqc.config import PatchSettings
+from steelqc.config import PadMode, PatchSettings
 from steelqc.data.dataset import LABELS_FILE, Dataset
 from steelqc.data.errors import DataError, DatasetError, MissingImageError
 from steelqc.data.images import pixel_digest
@@ -57,7 +57,7 @@ def patch_grid(height: int, width: int, size: int, stride: int) -> list[tuple[in
     return [(y, x) for y in grid_positions(height, size, stride) for x in grid_positions(width, size, stride)]
 
 
-def pad_to_patch(pixels: np.ndarray, size: int, pad_mode: str) -> np.ndarray:
+def pad_to_patch(pixels: np.ndarray, size: int, pad_mode: PadMode) -> np.ndarray:
     """Pad bottom/right so both sides are at least ``size``; positions stay in the original coordinates."""
     pad_h, pad_w = max(0, size - pixels.shape[0]), max(0, size - pixels.shape[1])
     if not pad_h and not pad_w:
@@ -66,7 +66,7 @@ def pad_to_patch(pixels: np.ndarray, size: int, pad_mode: str) -> np.ndarray:
 
 
 def slice_patches(
-    pixels: np.ndarray, positions: Sequence[tuple[int, int]], size: int, pad_mode: str
+    pixels: np.ndarray, positions: Sequence[tuple[int, int]], size: int, pad_mode: PadMode
 ) -> np.ndarray:
     """The ``size × size`` patches of a 2-D image at ``positions`` as one ``(N, size, size)`` array."""
     padded = pad_to_patch(pixels, size, pad_mode)
@@ -77,7 +77,7 @@ def slice_patches(
 
 
 def extract_patches(
-    pixels: np.ndarray, size: int, stride: int, pad_mode: str
+    pixels: np.ndarray, size: int, stride: int, pad_mode: PadMode
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """All patches of a 2-D ``uint8`` image on the covering grid, and their ``(y, x)`` positions."""
     positions = patch_grid(pixels.shape[0], pixels.shape[1], size, stride)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -85,7 +85,7 @@ class PromotionRecord:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _client(settings: Settings) -> MlflowClient:
@@ -200,7 +200,7 @@ def list_pending(settings: Settings) -> list[PendingPromotion]:
         PendingPromotion(
             version=str(v.version),
             run_id=v.run_id,
-            created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
             gate=_gate_of(v),
             flow_run_id=v.tags.get(TAG_FLOW_RUN) or None,
             champion_version=v.tags.get(TAG_GATE_CHAMPION) or None,
@@ -258,15 +258,20 @@ def approve_pending(settings: Settings, version: str, *, reviewer: str, comment:
     return promote(settings, version, reviewer=reviewer, comment=comment, expected_champion=item.champion_version)
 
 
-def reject(settings: Settings, version: str, *, reviewer: str, comment: str = "", status: str = "rejected") -> PromotionRecord:
+def reject(
+    settings: Settings, version: str, *, reviewer: str, comment: str = "", status: str = "rejected"
+) -> PromotionRecord:
     """Mark a pending version rejected (or timed_out); the champion never moves."""
     pending_version(settings, version)
     client = _client(settings)
     name = settings.tracking.registered_model
     when = _now()
-    for key, value in {TAG_APPROVAL: status, TAG_APPROVED_BY: reviewer, TAG_APPROVED_AT: when, TAG_COMMENT: comment}.items():
+    tags = {TAG_APPROVAL: status, TAG_APPROVED_BY: reviewer, TAG_APPROVED_AT: when, TAG_COMMENT: comment}
+    for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, value)
-    record = PromotionRecord("reject", str(version), alias_version(client, name, CHAMPION), reviewer, comment, status, when)
+    record = PromotionRecord(
+        "reject", str(version), alias_version(client, name, CHAMPION), reviewer, comment, status, when
+    )
     record_decision(settings, record)
     return record
 

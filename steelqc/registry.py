@@ -28,6 +28,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, get_model_info
@@ -183,7 +184,8 @@ def log_epoch_metrics(epoch: int, logs: Mapping[str, Any]) -> None:
 
 def dataset_source(root: str) -> DatasetSource:
     """Where a dataset lives, declared: MLflow's guess from a bare local path is ambiguous (and says so)."""
-    from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource  # registered at import
+    # registered at import: mlflow.data makes one class per artifact repository, which mypy cannot see
+    from mlflow.data.sources import LocalArtifactDatasetSource, S3ArtifactDatasetSource  # type: ignore[attr-defined]
 
     return S3ArtifactDatasetSource(root) if root.startswith("s3://") else LocalArtifactDatasetSource(root)
 
@@ -201,7 +203,7 @@ def log_lineage(
     mlflow.set_tags(tags)
     mlflow.log_dict(dict(validation_summary), "validation/summary.json")
     as_doubles = index.astype({column: "float64" for column in index.select_dtypes("integer").columns})
-    patch_dataset = mlflow.data.from_pandas(
+    patch_dataset = from_pandas(
         as_doubles, source=dataset_source(source), targets="label", name=f"{dataset_name}-patches"
     )
     mlflow.log_input(patch_dataset, context="training", tags={"data_hash": data_hash})
@@ -317,7 +319,11 @@ class SteelQCModel(PythonModel):
 
 
 def inspector_from_files(
-    keras_path: str | Path, thresholds_path: str | Path, geometry_path: str | Path, *, exported: ExportedModel | None = None
+    keras_path: str | Path,
+    thresholds_path: str | Path,
+    geometry_path: str | Path,
+    *,
+    exported: ExportedModel | None = None,
 ) -> Inspector:
     """Rebuild the Inspector from the three artefacts of a logged model; ``exported`` scores in Keras' place."""
     import keras

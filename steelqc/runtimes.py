@@ -1,16 +1,17 @@
 """Exported inference runtimes: the Keras patch model written as OpenVINO IR or ONNX, and loaded back in its place.
 
 On these 2 shared cores both runtimes score 256-px Lite0 patches 2.3-2.5x as fast as TensorFlow (paired rounds
-of 64 patches at load 3-5; ONNX Runtime 1.25x OpenVINO at load 5-6), with scores equal to ~1e-6. Exports use Keras' own ``model.export``; the exported graph has
-two outputs, score and embedding, so the patch log's embeddings come from the same pass as the decisions. A
-manifest of file checksums travels with the files: a truncated or altered file is refused at load time
-instead of scoring with garbage weights.
+of 64 patches at load 3-5; ONNX Runtime 1.25x OpenVINO at load 5-6), with scores equal to ~1e-6. Exports use
+Keras' own ``model.export``; the exported graph has two outputs, score and embedding, so the patch log's
+embeddings come from the same pass as the decisions. A manifest of file checksums travels with the files: a
+truncated or altered file is refused at load time instead of scoring with garbage weights.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ class ONNXModel(ExportedModel):
         return np.asarray(scores), np.asarray(embeddings)
 
 
-LOADERS: dict[str, type[ExportedModel]] = {"openvino": OpenVINOModel, "onnx": ONNXModel}
+LOADERS: dict[str, Callable[[Path], ExportedModel]] = {"openvino": OpenVINOModel, "onnx": ONNXModel}
 
 
 def _sha256(path: Path) -> str:
@@ -120,7 +121,9 @@ def load_runtime(folder: str | Path) -> ExportedModel:
         if not path.is_file():
             raise RuntimeUnavailableError(f"{fmt} export file {path} is missing")
         if _sha256(path) != digest:
-            raise RuntimeUnavailableError(f"{fmt} export file {path} does not match its checksum (corrupted or changed)")
+            raise RuntimeUnavailableError(
+                f"{fmt} export file {path} does not match its checksum (corrupted or changed)"
+            )
     try:
         return LOADERS[fmt](folder)
     except Exception as exc:  # noqa: BLE001 - any runtime failure (missing package, bad graph) means: use Keras
@@ -145,7 +148,9 @@ def choose_runtime(exports_dir: str | Path, requested: str) -> tuple[ExportedMod
     problems: list[str] = []
     for fmt in present:
         try:
-            return load_runtime(Path(exports_dir) / fmt), f"{'; '.join(problems)}: scoring with {fmt}" if problems else None
+            return load_runtime(
+                Path(exports_dir) / fmt
+            ), f"{'; '.join(problems)}: scoring with {fmt}" if problems else None
         except RuntimeUnavailableError as exc:
             problems.append(str(exc))
     return None, f"{'; '.join(problems)}: scoring with keras"

@@ -48,7 +48,7 @@ class Thresholds:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Thresholds":
+    def from_dict(cls, data: dict[str, Any]) -> Thresholds:
         return cls(**data)
 
 
@@ -112,6 +112,7 @@ def choose_thresholds(y_true: np.ndarray, scores: np.ndarray, settings: Threshol
             + f" with {n_pos} validation positives"
         )
     else:  # only possible with a confidence level: too few positives to prove the target
+        assert settings.confidence is not None
         i_pass = int(np.flatnonzero(recall >= 1.0).max())  # the lowest positive score
         bound_met = False
         needed = positives_needed(settings.recall_target, settings.confidence)

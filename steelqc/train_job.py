@@ -23,8 +23,8 @@ from mlflow.entities.model_registry import ModelVersion
 from steelqc.config import Settings
 from steelqc.data.dataset import Dataset
 from steelqc.evaluation import EvaluationReport, evaluate
-from steelqc.monitoring import log_reference
 from steelqc.inference import Inspector
+from steelqc.monitoring import log_reference
 from steelqc.patches import build_patch_index, write_index
 from steelqc.registry import (
     configure_tracking,

@@ -26,8 +26,8 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from steelqc.config import Settings
 from steelqc.data.dataset import Dataset
-from steelqc.model import build_model, set_backbone_trainable
 from steelqc.input_pipeline import patch_dataset
+from steelqc.model import build_model, set_backbone_trainable
 
 MONITOR = "val_pr_auc"
 BEST_FILE, LAST_FILE, STATE_FILE = "best.keras", "last.keras", "state.json"
@@ -137,7 +137,8 @@ class _StateWriter(keras.callbacks.Callback):
         hook: EpochHook | None,
     ) -> None:
         super().__init__()
-        self.state, self.path, self.stage, self.epochs, self.stopper, self.hook = state, path, stage, epochs, stopper, hook
+        self.state, self.path, self.stage = state, path, stage
+        self.epochs, self.stopper, self.hook = epochs, stopper, hook
         self.seconds: list[float] = []
         self.started = time.monotonic()
 
@@ -201,6 +202,7 @@ def _run_stage(
         _StateWriter(state, folder / STATE_FILE, stage, epochs, stopper, on_epoch_end),
     ]
     start = state.epochs_done
+    assert state.class_weights is not None  # fit_two_stage sets them before the first stage
     model.fit(
         train_data,
         validation_data=val_data,
@@ -282,6 +284,7 @@ def fit_two_stage(
 
     if not (folder / BEST_FILE).exists():
         raise RuntimeError(f"no checkpoint was written to {folder}: {MONITOR} never produced a finite value")
+    assert state.class_weights is not None and state.best_val_pr_auc is not None  # set with the best checkpoint
     return TrainResult(
         model=keras.models.load_model(folder / BEST_FILE),
         history=state.history,
@@ -301,7 +304,7 @@ def train_model(
     on_epoch_end: EpochHook | None = None,
 ) -> TrainResult:
     """Train on the index's ``train`` split, select on its ``val`` split; the ``test`` split is never read."""
-    common = {
+    common: dict[str, Any] = {
         "batch_size": settings.train.batch_size,
         "train_settings": settings.train,
         "patch_settings": settings.patches,

@@ -67,6 +67,7 @@ def build_suites() -> list[gx.ExpectationSuite]:
     """The three suites (labels, images, dataset): the single source of ``expectations/*.json``."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    from great_expectations.expectations.metadata_types import FailureSeverity
 
     generated = {"generated_by": "steelqc.validation.build_suites; regenerate with `steelqc validate --write-suites`"}
     labels = gx.ExpectationSuite(
@@ -153,7 +154,7 @@ def build_suites() -> list[gx.ExpectationSuite]:
             ),
             gxe.ExpectColumnValuesToBeUnique(
                 column="pixel_sha1",
-                severity="warning",
+                severity=FailureSeverity.WARNING,
                 description="No exact duplicate images (a warning: the real set has duplicates with different masks)",
             ),
         ],
@@ -438,6 +439,7 @@ def _failures(suite: str, validation: ExpectationSuiteValidationResult) -> list[
         if outcome.success:
             continue
         config = outcome.expectation_config
+        assert config is not None  # GX attaches its configuration to every result of a suite run
         error = _gx_error(outcome.exception_info or {})
         if error:
             raise RuntimeError(f"GX could not evaluate {config.type} on suite {suite!r}: {error}")
@@ -483,7 +485,9 @@ def _quarantine(
     dropped_for_rows = {image_of_row[r] for r in bad_rows} - set(bad_images)
     dropped = set(bad_images) | dropped_for_rows
 
-    records = [(LABELS_FILE, row, exp, why) for row, items in sorted(bad_rows.items()) for exp, why in items]
+    records: list[tuple[str, int | None, str, str]] = [
+        (LABELS_FILE, row, exp, why) for row, items in sorted(bad_rows.items()) for exp, why in items
+    ]
     records += [(f"{IMAGES_DIR}/{i}", None, exp, why) for i, items in sorted(bad_images.items()) for exp, why in items]
     for image_id in sorted(dropped_for_rows & set(image_ids)):
         rows = sorted(r for r in rows_by_image[image_id] if r in bad_rows)

@@ -49,8 +49,9 @@ def inspect_images(
 ) -> dict[str, Any]:
     """Decide on every image under ``source``; a summary with the counts, output paths and error rows."""
     result = inspect_batch(
-        inspector, source, out_dir, workers=settings.data.image_workers, patch_log=patch_log_of(settings) if log_patches else None,
-        reducer=reducer, image_size=image_size, endpoint_url=settings.data.s3_endpoint_url, model_version=meta.version,
+        inspector, source, out_dir, workers=settings.data.image_workers,
+        patch_log=patch_log_of(settings) if log_patches else None, reducer=reducer, image_size=image_size,
+        endpoint_url=settings.data.s3_endpoint_url, model_version=meta.version,
         max_image_pixels=settings.data.max_image_pixels,
     )  # fmt: skip
     errors = result.decisions[result.decisions["decision"] == "ERROR"]

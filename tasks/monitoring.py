@@ -14,7 +14,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from steelqc.config import Settings, MonitoringSettings
+from steelqc.config import MonitoringSettings, Settings
 from steelqc.monitoring import (
     DriftResult,
     drift_report,
@@ -53,7 +53,9 @@ def read_patch_log(
 
 
 @task(name="drift-report", cache_policy=NO_CACHE)
-def drift_check(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, settings: MonitoringSettings) -> DriftResult:
+def drift_check(
+    reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, settings: MonitoringSettings
+) -> DriftResult:
     """Evidently report + JSON summary of the window against the reference."""
     return drift_report(reference, current, out_dir, settings)
 
@@ -68,7 +70,9 @@ def log_to_mlflow(settings: Settings, result: DriftResult, params: dict[str, str
 @task(name="trigger-retrain", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def trigger_retrain(parameters: dict[str, Any]) -> str:
     """Start a run of the ``retrain`` deployment without waiting for it; its flow run id."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     flow_run = run_deployment(RETRAIN_DEPLOYMENT, parameters=parameters, timeout=0, tags=["drift-triggered"])
+    assert isinstance(flow_run, FlowRun)  # a sync task: the sync implementation ran, not the coroutine
     return str(flow_run.id)

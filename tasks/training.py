@@ -105,7 +105,11 @@ def score_champion(manifest_path: str, index: pd.DataFrame, settings: Settings, 
         return {"version": None, "metrics": None, "error": None}
     try:
         report = train_job.score_model_on_split(
-            promotion.champion_uri(settings), clean_dataset(manifest_path, settings), index, settings, work_dir / "champion"
+            promotion.champion_uri(settings),
+            clean_dataset(manifest_path, settings),
+            index,
+            settings,
+            work_dir / "champion",
         )
     except Exception as exc:  # noqa: BLE001 - any failure to load or score the champion must fail the gate safe
         return {"version": version, "metrics": None, "error": f"{type(exc).__name__}: {exc}"}

@@ -124,7 +124,9 @@ def tiny_champion_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             mlflow.log_metrics(metrics)
             info = log_pyfunc_model(model, thresholds, settings.patches, np.zeros((256, 1600), np.uint8))
         name = settings.tracking.registered_model
-        version = str(register_version(info.model_uri, name, version_tags(metrics, thresholds, "tiny-data-hash")).version)
+        version = str(
+            register_version(info.model_uri, name, version_tags(metrics, thresholds, "tiny-data-hash")).version
+        )
         promotion.record_gate(settings, version, gate(metrics, None, recall_target=0.95))
         promotion.approve_pending(settings, version, reviewer="qa-lead", comment="tiny test champion")
     finally:
@@ -141,7 +143,8 @@ def moto_s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: 
     from moto.server import ThreadedMotoServer
 
     fake = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_CONFIG_FILE": str(tmp_path / "aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-creds")}  # fmt: skip
+            "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-creds")}  # fmt: skip
     for key, value in fake.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
@@ -172,7 +175,9 @@ def prefect_server(isolated_state: Path, monkeypatch: pytest.MonkeyPatch):  # ty
     log = isolated_state / "prefect-server.log"
     env = {**os.environ, "PREFECT_HOME": str(isolated_state / "prefect-server"), "HOME": str(isolated_state)}
     env.pop("PREFECT_API_URL", None)
-    server = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], log, env)
+    server = start(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], log, env
+    )
     try:
         wait_until_up(f"{url}/health", server, log)
         monkeypatch.setenv("PREFECT_API_URL", url)  # inherited by subprocesses (CLI, Dask workers)

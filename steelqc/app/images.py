@@ -31,7 +31,9 @@ def demo_images(packaged_dir: Path = PACKAGED_DEMO_DIR, sample_dir: Path = SHARE
     """Pickable images by label: the generated strips shipped with the package, then any real samples present."""
     choices = {f"demo: {path.name}": path for path in sorted(packaged_dir.glob("*.png"))}
     if sample_dir.is_dir():
-        choices.update({f"severstal-sample: {path.name}": path for path in sorted(sample_dir.iterdir()) if path.is_file()})
+        choices.update(
+            {f"severstal-sample: {path.name}": path for path in sorted(sample_dir.iterdir()) if path.is_file()}
+        )
     return choices
 
 
@@ -59,7 +61,9 @@ def read_strip(
     return pixels
 
 
-def patch_heatmap(shape: tuple[int, int], positions: Sequence[tuple[int, int]], scores: Sequence[float], patch_size: int) -> np.ndarray:
+def patch_heatmap(
+    shape: tuple[int, int], positions: Sequence[tuple[int, int]], scores: Sequence[float] | np.ndarray, patch_size: int
+) -> np.ndarray:
     """Per-pixel score ``float32 (H, W)``: the highest score of the patches covering the pixel.
 
     The maximum (not the mean) keeps a defect seen by one overlapping patch as hot as that patch says.
@@ -71,7 +75,9 @@ def patch_heatmap(shape: tuple[int, int], positions: Sequence[tuple[int, int]], 
     return heat
 
 
-def overlay_heatmap(pixels: np.ndarray, heat: np.ndarray, worst_patch: tuple[int, int], patch_size: int, alpha: float = 0.45) -> np.ndarray:
+def overlay_heatmap(
+    pixels: np.ndarray, heat: np.ndarray, worst_patch: tuple[int, int], patch_size: int, alpha: float = 0.45
+) -> np.ndarray:
     """RGB ``uint8`` strip with the scores blended in (0 blue → 1 red, fixed scale) and the worst patch framed."""
     colours = cv2.applyColorMap(np.clip(heat * 255.0, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     grey = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
@@ -83,7 +89,9 @@ def overlay_heatmap(pixels: np.ndarray, heat: np.ndarray, worst_patch: tuple[int
     return cv2.cvtColor(blended, cv2.COLOR_BGR2RGB)
 
 
-def patch_table(positions: Sequence[tuple[int, int]], scores: Sequence[float], decisions: Sequence[str]) -> pd.DataFrame:
+def patch_table(
+    positions: Sequence[tuple[int, int]], scores: Sequence[float] | np.ndarray, decisions: Sequence[str] | np.ndarray
+) -> pd.DataFrame:
     """One row per patch in grid order: where it is, its score and the decision that score alone would get."""
     return pd.DataFrame(
         {

@@ -31,7 +31,9 @@ def write_demo_images(out_dir: Path = DEMO_DIR) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for offset, (stem, classes) in enumerate(DEMO_STRIPS.items()):
-        pixels, _masks = generate_strip(np.random.default_rng(SEED + offset), defective_classes=classes, contrast=CONTRAST)
+        pixels, _masks = generate_strip(
+            np.random.default_rng(SEED + offset), defective_classes=classes, contrast=CONTRAST
+        )
         path = out_dir / f"{stem}.png"
         path.write_bytes(encode_png(pixels))
         written.append(path)

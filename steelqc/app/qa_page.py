@@ -66,7 +66,9 @@ def false_negative_gallery(run_id: str, dst: Path) -> Path | None:
     folder = FALSE_NEGATIVE_GALLERY.rsplit("/", 1)[0]
     if FALSE_NEGATIVE_GALLERY not in {item.path for item in MlflowClient().list_artifacts(run_id, folder)}:
         return None
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=FALSE_NEGATIVE_GALLERY, dst_path=str(dst)))
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=FALSE_NEGATIVE_GALLERY, dst_path=str(dst))
+    )
 
 
 @st.cache_data(show_spinner="Fetching the missed-defect gallery…", max_entries=16)
@@ -124,7 +126,9 @@ def _render_pending(settings: Settings, item: promotion.PendingPromotion) -> Non
             count = int(split["patch_missed"]) if "patch_missed" in split else None
             missed = "" if count is None else f" ({count} patch{'' if count == 1 else 'es'})"
             with st.expander(f"Missed defects of the challenger on the test split{missed}"):
-                gallery = _cached_gallery(settings.mlflow_tracking_uri, item.run_id, str(settings.state_dir / "app-cache"))
+                gallery = _cached_gallery(
+                    settings.mlflow_tracking_uri, item.run_id, str(settings.state_dir / "app-cache")
+                )
                 if gallery:
                     st.image(gallery, caption="false negatives at t_pass (lowest scores first)")
                 else:

@@ -49,7 +49,10 @@ def stdout_console() -> Console:
     return _unwrapped_console(stderr=False)
 
 ConfigOption = typer.Option(
-    None, "--config", "-c", help="Profile name (demo, real, severstal) or path to a YAML file; default: the built-in defaults"
+    None,
+    "--config",
+    "-c",
+    help="Profile name (demo, real, severstal) or path to a YAML file; default: the built-in defaults",
 )
 SetOption = typer.Option(None, "--set", help="Override a setting: --set train.epochs_frozen=2 (repeatable)")
 

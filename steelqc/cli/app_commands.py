@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -40,6 +41,7 @@ def run_app(
     sets: list[str] = SetOption,
 ) -> None:
     """Start the inspection app: Inspect (operators) and QA (promotion approval) pages."""
-    settings = settings_from_cli(config, sets, **{"app.host": host, "app.port": port})
+    overrides: dict[str, Any] = {"app.host": host, "app.port": port}
+    settings = settings_from_cli(config, sets, **overrides)
     typer.echo(f"steelqc app on http://{settings.app.host}:{settings.app.port} (Ctrl-C stops it)")
     raise typer.Exit(subprocess.call(streamlit_command(settings, config, sets or [])))

@@ -19,6 +19,14 @@ from steelqc.data.mask_importer import MaskImportSummary, import_masks
 from steelqc.data.mask_pairing import DEFAULT_CLEAN_FOLDERS, DEFAULT_MASK_PATTERNS
 from steelqc.data.synth import SEVERSTAL_DEFECT_RATE, generate_dataset
 
+MASK_PATTERN_HELP = (
+    "Mask path relative to its image, with {stem} and {folder} (repeatable; replaces the defaults "
+    f"{', '.join(DEFAULT_MASK_PATTERNS)})"
+)
+CLEAN_FOLDER_HELP = (
+    f"Folder of defect-free images (repeatable; replaces the defaults {', '.join(DEFAULT_CLEAN_FOLDERS)})"
+)
+
 
 @contextmanager
 def _progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
@@ -151,13 +159,12 @@ def import_masks_command(
     mask_patterns: list[str] | None = typer.Option(
         None,
         "--mask-pattern",
-        help=f"Mask path relative to its image, with {{stem}} and {{folder}} (repeatable; replaces the defaults "
-        f"{', '.join(DEFAULT_MASK_PATTERNS)})",
+        help=MASK_PATTERN_HELP,
     ),
     clean_folders: list[str] | None = typer.Option(
         None,
         "--clean-folder",
-        help=f"Folder of defect-free images (repeatable; replaces the defaults {', '.join(DEFAULT_CLEAN_FOLDERS)})",
+        help=CLEAN_FOLDER_HELP,
     ),
     empty_mask: str = typer.Option(
         "clean", "--empty-mask", help="An empty mask in a defect folder: clean (noted in import_mapping.csv) or error"

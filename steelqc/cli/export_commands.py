@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import typer
 
 from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
 from steelqc.runtimes import EXPORT_FORMATS
 
-ExportFormat = Enum("ExportFormat", {name: name for name in EXPORT_FORMATS}, type=str)  # typer's choices
+
+class ExportFormat(StrEnum):
+    """typer's choices for --format: the export formats of steelqc.runtimes."""
+
+    onnx = "onnx"
+    openvino = "openvino"
+
+
+assert tuple(ExportFormat) == EXPORT_FORMATS
 
 
 @app.command()
 def export(
     model: str = typer.Argument(..., help="A registered version: models:/<name>/<version> or models:/<name>@<alias>"),
-    fmt: ExportFormat = typer.Option(EXPORT_FORMATS[0], "--format", "-f", help="onnx (ONNX Runtime) or openvino: on par here, onnx ahead under load"),
+    fmt: ExportFormat = typer.Option(
+        EXPORT_FORMATS[0], "--format", "-f", help="onnx (ONNX Runtime) or openvino: on par here, onnx ahead under load"
+    ),
     max_images: int = typer.Option(32, min=1, help="Validation images of the version compared in the parity check"),
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -11,7 +11,17 @@ import typer
 from steelqc.cli._app import ConfigOption, SetOption, app, console, exit_for, fail, run_guarded, settings_from_cli
 from steelqc.runtimes import AUTO, RUNTIMES
 
-RuntimeChoice = Enum("RuntimeChoice", {name: name for name in (AUTO, *RUNTIMES)}, type=str)  # typer's choices
+
+class RuntimeChoice(StrEnum):
+    """typer's choices for --runtime: auto, then the runtimes of steelqc.runtimes."""
+
+    auto = "auto"
+    keras = "keras"
+    onnx = "onnx"
+    openvino = "openvino"
+
+
+assert tuple(RuntimeChoice) == (AUTO, *RUNTIMES)
 ModelOption = typer.Option(None, "--model", "-m", help="MLflow model URI; default models:/<registered_model>@champion")
 
 
@@ -43,7 +53,7 @@ def inspect(
     batch_images: int = typer.Option(8, min=1, help="Images whose patches share model batches"),
     image_size: str = typer.Option("256x1600", help="Expected HEIGHTxWIDTH (other sizes are errors) or 'any'"),
     log: bool = typer.Option(True, "--log/--no-log", help="Append every patch to the production patch log"),
-    runtime: RuntimeChoice = typer.Option(AUTO, help="What scores: auto = the model's passed export if any, else keras"),
+    runtime: RuntimeChoice = typer.Option(AUTO, help="What scores: auto = the passed export if any, else keras"),
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -79,7 +89,9 @@ def inspect(
     console.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}, {meta.runtime}): {counts}")
     for row in result.decisions[result.decisions["decision"] == "ERROR"].itertuples():
         console.print(f"  [red]ERROR[/] {row.image}: {row.error}")
-    console.print(f"decisions: {result.csv_path} and {result.json_path}; {len(result.overlays)} overlays in {out / 'overlays'}")
+    console.print(
+        f"decisions: {result.csv_path} and {result.json_path}; {len(result.overlays)} overlays in {out / 'overlays'}"
+    )
     if result.patch_log_file:
         console.print(f"patch log: {result.patch_log_file}")
     console.print(f"{result.images_per_second:.1f} images/s")
@@ -87,7 +99,9 @@ def inspect(
 
 @app.command()
 def monitor(
-    since: str | None = typer.Option(None, help="First day (YYYY-MM-DD) of patch log to compare; default: monitoring.window_days ago"),
+    since: str | None = typer.Option(
+        None, help="First day (YYYY-MM-DD) of patch log to compare; default: monitoring.window_days ago"
+    ),
     until: str | None = typer.Option(None, help="Last day (YYYY-MM-DD), inclusive; default: today"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Report folder; default <state>/reports/monitor-<time>"),
     model: str | None = ModelOption,

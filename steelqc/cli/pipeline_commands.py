@@ -11,7 +11,14 @@ import typer
 from steelqc.cli._app import SetOption, app, console, exit_for, fail, parse_sets, settings_from_cli
 from steelqc.config import GENERATED_DATA_PROFILE, Settings, resolve_profile
 
-HEADLINE = ("patch_recall", "patch_precision", "patch_specificity", "image_recall", "image_precision", "image_specificity")
+HEADLINE = (
+    "patch_recall",
+    "patch_precision",
+    "patch_specificity",
+    "image_recall",
+    "image_precision",
+    "image_specificity",
+)
 
 
 def _run_retrain(data: str | None, config: str | None, sets: list[str] | None, auto_approve: bool,
@@ -36,7 +43,9 @@ def _run_retrain(data: str | None, config: str | None, sets: list[str] | None, a
 
 def _print_summary(settings: Settings, summary: dict[str, Any]) -> None:
     metrics = summary["metrics"]
-    typer.echo(f"registered: {settings.tracking.registered_model} v{summary['version']} (MLflow run {summary['run_id']})")
+    typer.echo(
+        f"registered: {settings.tracking.registered_model} v{summary['version']} (MLflow run {summary['run_id']})"
+    )
     typer.echo("test metrics: " + ", ".join(f"{k}={metrics[k]:.4f}" for k in HEADLINE if k in metrics))
     gate = summary["gate"]
     typer.echo(f"gate: {'passed' if gate['passed'] else 'FAILED'} - {gate['reason']}")
@@ -84,8 +93,10 @@ def demo(sets: list[str] = SetOption) -> None:
     typer.echo(f"finished in {time.monotonic() - started:.0f} s")
     typer.echo("")
     typer.echo("open the results:")
-    typer.echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri} --host 127.0.0.1 --port 5000"
-               "   → http://127.0.0.1:5000")
+    typer.echo(
+        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}"
+        " --host 127.0.0.1 --port 5000   → http://127.0.0.1:5000"
+    )
     typer.echo(f"  data docs:   {summary['data_docs']}")
     typer.echo(f"  evaluation:  {summary['work_dir']}/evaluation/")
     typer.echo(f"  inspect:     .venv/bin/steelqc inspect {summary['data_root']}/train_images --out {state}/inspect")

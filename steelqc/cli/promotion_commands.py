@@ -11,7 +11,9 @@ ReviewerOption = typer.Option(..., "--reviewer", "-r", help="Who decides (record
 CommentOption = typer.Option("", "--comment", "-m", help="Why")
 
 
-def _decide(approve_it: bool, version: str, reviewer: str, comment: str, config: str | None, sets: list[str] | None) -> None:
+def _decide(
+    approve_it: bool, version: str, reviewer: str, comment: str, config: str | None, sets: list[str] | None
+) -> None:
     from flows.approval import approve as approve_version
     from flows.approval import reject as reject_version
 

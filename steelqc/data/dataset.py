@@ -65,7 +65,7 @@ class DatasetMeta:
         )
 
     @classmethod
-    def from_yaml(cls, text: str, *, file: str = META_FILE) -> "DatasetMeta":
+    def from_yaml(cls, text: str, *, file: str = META_FILE) -> DatasetMeta:
         try:
             raw = yaml.safe_load(text) or {}
             classes = {int(k): str(v) for k, v in (raw.get("classes") or SEVERSTAL_CLASSES).items()}
@@ -167,7 +167,7 @@ class Dataset:
     @classmethod
     def open(
         cls, root: str, *, endpoint_url: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    ) -> "Dataset":
+    ) -> Dataset:
         """Open ``root`` (folder or ``s3://``). Missing folder or CSV raises :class:`DatasetError`."""
         storage = open_storage(root, endpoint_url)
         if isinstance(storage, LocalStorage) and not storage.root.is_dir():
@@ -184,7 +184,7 @@ class Dataset:
         return cls(storage=storage, meta=meta, labels=labels, image_ids=image_ids, max_image_pixels=max_image_pixels)
 
     @classmethod
-    def configured(cls, root: str, data: DataSettings) -> "Dataset":
+    def configured(cls, root: str, data: DataSettings) -> Dataset:
         """Open ``root`` with the configured S3 endpoint and pixel budget (what every run should use)."""
         return cls.open(root, endpoint_url=data.s3_endpoint_url, max_image_pixels=data.max_image_pixels)
 
@@ -192,7 +192,7 @@ class Dataset:
     def root(self) -> str:
         return self.storage.uri
 
-    def restrict(self, image_ids: Iterable[str], label_rows: Iterable[int] | None = None) -> "Dataset":
+    def restrict(self, image_ids: Iterable[str], label_rows: Iterable[int] | None = None) -> Dataset:
         """The same dataset limited to ``image_ids`` (and to the CSV ``label_rows`` when given): a clean manifest."""
         keep_images = set(image_ids)
         labels = self.labels[self.labels["ImageId"].isin(keep_images)]
@@ -222,7 +222,9 @@ class Dataset:
 
     def decode_image(self, data: bytes, image_id: str) -> DecodedImage:
         """``data`` (the bytes of ``image_id``) decoded within the dataset's pixel budget."""
-        return decode_image_bytes(data, name=f"{self.root}/{self.image_path(image_id)}", max_pixels=self.max_image_pixels)
+        return decode_image_bytes(
+            data, name=f"{self.root}/{self.image_path(image_id)}", max_pixels=self.max_image_pixels
+        )
 
     def load_image(self, image_id: str) -> np.ndarray:
         """Grayscale pixels of one image, checked against the dataset's size."""

@@ -10,7 +10,9 @@ class DataError(Exception):
         self.reason = message
         self.file = file
         self.row = row
-        where = ", ".join(part for part in (f"file {file}" if file else "", f"row {row}" if row is not None else "") if part)
+        where = ", ".join(
+            part for part in (f"file {file}" if file else "", f"row {row}" if row is not None else "") if part
+        )
         super().__init__(f"{message} ({where})" if where else message)
 
 

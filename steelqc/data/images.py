@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import BmpImagePlugin, PngImagePlugin, TiffImagePlugin
+from PIL import BmpImagePlugin, ImageFile, PngImagePlugin, TiffImagePlugin
 
 from steelqc.config import DataSettings
 from steelqc.data.errors import ImageDecodeError, ImageSizeError, ImageTooLargeError
@@ -35,7 +36,7 @@ _SIGNATURES: dict[str, tuple[bytes, ...]] = {
 }
 # Pillow's reader of each format parses only the header on construction. Image.open would add Pillow's
 # own process-wide bomb limit (~179 MP), which would silently cap data.max_image_pixels.
-_HEADER_READERS = {
+_HEADER_READERS: dict[str, Callable[[io.BytesIO], ImageFile.ImageFile]] = {
     "png": PngImagePlugin.PngImageFile,
     "bmp": BmpImagePlugin.BmpImageFile,
     "tiff": TiffImagePlugin.TiffImageFile,

@@ -68,7 +68,9 @@ def _parse_annotation(path: Path) -> tuple[str, list[_Box]]:
         try:
             coords = [int(round(float(bndbox.findtext(key) or ""))) for key in ("xmin", "ymin", "xmax", "ymax")]
         except ValueError:
-            raise LabelFormatError(f"object {i} ({name}) has a missing or non-numeric box coordinate", file=str(path)) from None
+            raise LabelFormatError(
+                f"object {i} ({name}) has a missing or non-numeric box coordinate", file=str(path)
+            ) from None
         boxes.append(_Box(name, *coords))
     return stem, boxes
 

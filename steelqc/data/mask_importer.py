@@ -108,7 +108,7 @@ def _plan(
     """Checks that need only file headers, before any pixel is decoded: sizes, mask sizes, missing masks."""
     items: list[_Item] = []
     image_ids = assign_image_ids([pair.image for pair in pairs])
-    for done, (pair, image_id, class_id) in enumerate(zip(pairs, image_ids, class_ids), start=1):
+    for done, (pair, image_id, class_id) in enumerate(zip(pairs, image_ids, class_ids, strict=True), start=1):
         check_image_id(image_id, file=str(src / pair.image))
         height, width = read_image_size(src / pair.image)
         if pair.mask is not None:

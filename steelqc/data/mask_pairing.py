@@ -90,7 +90,7 @@ class MaskPattern:
             return False
         parents = path.parent.parts[len(path.parent.parts) - len(literal) :] if literal else ()
         return len(parents) == len(literal) and all(
-            want == "{folder}" or want.lower() == have.lower() for want, have in zip(literal, parents)
+            want == "{folder}" or want.lower() == have.lower() for want, have in zip(literal, parents, strict=True)
         )
 
 
@@ -172,7 +172,9 @@ def assign_image_ids(images: Sequence[Path]) -> list[str]:
     """
     stems = [_safe(image.stem) for image in images]
     shared = Counter(stem.lower() for stem in stems)
-    wanted = [s if shared[s.lower()] == 1 else _safe(i.with_suffix("").as_posix()) for s, i in zip(stems, images)]
+    wanted = [
+        s if shared[s.lower()] == 1 else _safe(i.with_suffix("").as_posix()) for s, i in zip(stems, images, strict=True)
+    ]
     taken: set[str] = set()
     ids: list[str] = []
     for name in wanted:

@@ -2,8 +2,9 @@
 
 Each strip is grey steel texture (grain stretched along the rolling direction, row streaks, uneven
 light), sometimes with a black region where the strip ends (left or right) or an embossed diamond
-pattern (not a defect, on clean and defective images alike, so it cannot stand in for "clean"). Four defect classes look different: 1 small pits and
-spots, 2 short fine vertical marks, 3 scratches and long irregular areas, 4 large dark patches.
+pattern (not a defect, on clean and defective images alike, so it cannot stand in for "clean"). Four
+defect classes look different: 1 small pits and spots, 2 short fine vertical marks, 3 scratches and long
+irregular areas, 4 large dark patches.
 
 A defect only changes pixels inside its mask and every mask pixel differs from the background by at
 least :data:`MIN_VISIBLE_CHANGE` grey levels (before JPEG and any ``blur_sigma``), so labels never
@@ -106,7 +107,10 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     direction (vertical in Severstal's images)."""
     grain, _ = _texture_pieces(height, width)
     level = rng.uniform(70, 125)
-    light = _low_frequency(rng, width, rng.uniform(10, 35), waves=4)[None, :] + _low_frequency(rng, height, rng.uniform(2, 6))[:, None]
+    light = (
+        _low_frequency(rng, width, rng.uniform(10, 35), waves=4)[None, :]
+        + _low_frequency(rng, height, rng.uniform(2, 6))[:, None]
+    )
     columns = cv2.GaussianBlur(rng.standard_normal((1, width)).astype(np.float32), (0, 0), sigmaX=1.5)
     streak_strength = _low_frequency(rng, height, 0.5, waves=2) + 1.0
     streaks = rng.uniform(4, 12) * columns * streak_strength[:, None]
@@ -127,7 +131,11 @@ def _diamond_pattern(rng: np.random.Generator, height: int, width: int) -> np.nd
 def _strip_end(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Boolean map of a black region where the strip ends at the left or right edge (ragged, slanted)."""
     depth = rng.uniform(0.05, 0.45) * width
-    edge = depth + rng.uniform(-0.004, 0.004) * width * np.linspace(-1, 1, height) + rng.normal(0, 1.0, height).cumsum() * 0.2
+    edge = (
+        depth
+        + rng.uniform(-0.004, 0.004) * width * np.linspace(-1, 1, height)
+        + rng.normal(0, 1.0, height).cumsum() * 0.2
+    )
     x = np.arange(width, dtype=np.float32)[None, :]
     black = x < edge[:, None]
     return black if rng.random() < 0.5 else black[:, ::-1]
@@ -143,7 +151,13 @@ def _place(rng: np.random.Generator, allowed_x: XRange, size: int) -> int:
 
 
 def _draw_pits(
-    rng: np.random.Generator, height: int, width: int, allowed_x: XRange, scale: float, contrast: float, blobs: np.ndarray
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    allowed_x: XRange,
+    scale: float,
+    contrast: float,
+    blobs: np.ndarray,
 ) -> Drawn:
     """Class 1: clusters of small pits and spots, most under 50 px, dark or bright."""
     drawn = np.zeros((height, width), np.uint8)
@@ -158,7 +172,13 @@ def _draw_pits(
 
 
 def _draw_vertical_marks(
-    rng: np.random.Generator, height: int, width: int, allowed_x: XRange, scale: float, contrast: float, blobs: np.ndarray
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    allowed_x: XRange,
+    scale: float,
+    contrast: float,
+    blobs: np.ndarray,
 ) -> Drawn:
     """Class 2: a few short, fine vertical marks side by side."""
     drawn = np.zeros((height, width), np.uint8)
@@ -167,13 +187,25 @@ def _draw_vertical_marks(
         x = x0 + int(rng.integers(0, 60))
         y = y0 + int(rng.integers(-10, 10))
         length = int(rng.uniform(12, 45) * scale)
-        cv2.line(drawn, (x, y), (x + int(rng.integers(-2, 3)), y + length), 1, max(1, int(round(rng.uniform(1, 2.5) * scale))))
+        cv2.line(
+            drawn,
+            (x, y),
+            (x + int(rng.integers(-2, 3)), y + length),
+            1,
+            max(1, int(round(rng.uniform(1, 2.5) * scale))),
+        )
     sign = 1.0 if rng.random() < 0.6 else -1.0
     return drawn.astype(bool), sign * contrast * rng.uniform(40, 65) * (1 + 0.1 * blobs)
 
 
 def _draw_scratches(
-    rng: np.random.Generator, height: int, width: int, allowed_x: XRange, scale: float, contrast: float, blobs: np.ndarray
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    allowed_x: XRange,
+    scale: float,
+    contrast: float,
+    blobs: np.ndarray,
 ) -> Drawn:
     """Class 3: long thin scratches, or a long irregular area of lighter, streaky metal."""
     drawn = np.zeros((height, width), np.uint8)
@@ -200,7 +232,13 @@ def _draw_scratches(
 
 
 def _draw_patches(
-    rng: np.random.Generator, height: int, width: int, allowed_x: XRange, scale: float, contrast: float, blobs: np.ndarray
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    allowed_x: XRange,
+    scale: float,
+    contrast: float,
+    blobs: np.ndarray,
 ) -> Drawn:
     """Class 4: large dark patches with ragged edges, often touching the top or bottom of the strip."""
     y, x = _grid(height, width)
@@ -263,7 +301,8 @@ def generate_strip(
                 break
         else:
             raise ValueError(
-                f"no visible class {class_id} defect fits after 20 tries: contrast {contrast} too low or image too small"
+                f"no visible class {class_id} defect fits after 20 tries: "
+                f"contrast {contrast} too low or image too small"
             )
         image[mask] = changed[mask]
         free &= ~mask

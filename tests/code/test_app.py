@@ -79,7 +79,9 @@ def test_unreachable_registry_is_a_message(monkeypatch: pytest.MonkeyPatch) -> N
         assert f"127.0.0.1:{port} is unreachable" in texts(at.error)
 
 
-def test_demo_and_real_sample_get_a_decision_heatmap_and_patch_table(registry: Settings, severstal_sample: Path) -> None:
+def test_demo_and_real_sample_get_a_decision_heatmap_and_patch_table(
+    registry: Settings, severstal_sample: Path
+) -> None:
     at = run_app()
     assert "Champion v1" in texts(at.subheader)
     card = texts(at.markdown)

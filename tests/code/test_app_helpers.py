@@ -79,7 +79,13 @@ def test_hot_patch_is_red_and_framed_on_a_real_size_strip() -> None:
 
 def test_patch_table_rows_follow_the_grid() -> None:
     table = patch_table([(0, 0), (0, 128)], np.array([0.1, 0.8]), np.array(["PASS", "FAIL"]))
-    assert table.to_dict("list") == {"patch": [0, 1], "y": [0, 0], "x": [0, 128], "score": [0.1, 0.8], "decision": ["PASS", "FAIL"]}
+    assert table.to_dict("list") == {
+        "patch": [0, 1],
+        "y": [0, 0],
+        "x": [0, 128],
+        "score": [0.1, 0.8],
+        "decision": ["PASS", "FAIL"],
+    }
 
 
 def test_demo_images_are_packaged_strips_plus_present_samples(tmp_path: Path) -> None:

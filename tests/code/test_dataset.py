@@ -227,7 +227,9 @@ def test_a_dangling_images_folder_symlink_says_so_instead_of_looking_empty(tmp_p
 
 
 def test_metadata_round_trip_and_defaults(tmp_path: Path) -> None:
-    meta = DatasetMeta(name="neu", classes={1: "crazing", 2: "inclusion"}, height=200, width=200, image_id_pattern=r"^x$")
+    meta = DatasetMeta(
+        name="neu", classes={1: "crazing", 2: "inclusion"}, height=200, width=200, image_id_pattern=r"^x$"
+    )
     assert DatasetMeta.from_yaml(meta.to_yaml()) == meta
     assert meta.class_ids == [1, 2]
     default = Dataset.open(str(_write(tmp_path, "ImageId,ClassId,EncodedPixels\n", {}, meta=None))).meta
@@ -235,7 +237,9 @@ def test_metadata_round_trip_and_defaults(tmp_path: Path) -> None:
     assert default.classes == {1: "pits", 2: "vertical_marks", 3: "scratches", 4: "patches"}
 
 
-@pytest.mark.parametrize("text", ["height: -1\n", "classes: {x: a}\n", "image_id_pattern: '('\n", "- a\n- b\n", "a: [\n"])
+@pytest.mark.parametrize(
+    "text", ["height: -1\n", "classes: {x: a}\n", "image_id_pattern: '('\n", "- a\n- b\n", "a: [\n"]
+)
 def test_invalid_metadata_raises(text: str) -> None:
     with pytest.raises(DatasetError) as info:
         DatasetMeta.from_yaml(text, file="d/dataset.yaml")

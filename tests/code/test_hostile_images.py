@@ -15,12 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hostile_files import (
-    bit_depth_and_channel_copies,
-    deflate_bomb_png,
-    jpeg_with_corrupt_entropy,
-    png_header_claiming,
-)
 
 from steelqc.app.images import read_strip
 from steelqc.config import load_settings
@@ -28,6 +22,13 @@ from steelqc.data.dataset import Dataset, DatasetMeta
 from steelqc.data.errors import ImageDecodeError, ImageTooLargeError
 from steelqc.data.images import decode_image_bytes, encode_jpeg
 from steelqc.data.synth import generate_strip
+
+from hostile_files import (
+    bit_depth_and_channel_copies,
+    deflate_bomb_png,
+    jpeg_with_corrupt_entropy,
+    png_header_claiming,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

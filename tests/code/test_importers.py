@@ -75,7 +75,14 @@ def test_image_without_annotation_is_not_skipped(voc_subset: Path, tmp_path: Pat
     assert info.value.file.endswith("inclusion_10.jpg")  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("old", "new"), [("<xmax>193</xmax>", "<xmax>201</xmax>"), ("<xmin>2</xmin>", "<xmin>0</xmin>"), ("<ymax>194</ymax>", "<ymax>1</ymax>")])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("<xmax>193</xmax>", "<xmax>201</xmax>"),
+        ("<xmin>2</xmin>", "<xmin>0</xmin>"),
+        ("<ymax>194</ymax>", "<ymax>1</ymax>"),
+    ],
+)
 def test_box_outside_the_image_names_the_file(voc_subset: Path, tmp_path: Path, old: str, new: str) -> None:
     xml = voc_subset / "annotations" / "crazing_1.xml"
     xml.write_text(xml.read_text().replace(old, new))

@@ -130,7 +130,9 @@ def test_gpu_work_pool_template_is_a_valid_kubernetes_base_job_template() -> Non
     assert set(template) == {"job_configuration", "variables"}
     WorkPoolCreate(name="steelqc-gpu", type="kubernetes", base_job_template=template)  # Prefect's own check
 
-    defaults = {name: spec["default"] for name, spec in template["variables"]["properties"].items() if "default" in spec}
+    defaults = {
+        name: spec["default"] for name, spec in template["variables"]["properties"].items() if "default" in spec
+    }
     rendered = apply_values(template["job_configuration"], defaults)
     pod = rendered["job_manifest"]["spec"]["template"]["spec"]
     [container] = pod["containers"]

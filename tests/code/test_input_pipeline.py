@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from steelqc.config import PatchSettings, TrainSettings
 from steelqc.data.dataset import Dataset
-from steelqc.patches import PatchIndexError, build_patch_index, slice_patches
 from steelqc.input_pipeline import patch_dataset
+from steelqc.patches import PatchIndexError, build_patch_index, slice_patches
 
 SMALL = PatchSettings(size=32, stride=16)
 PLAIN = TrainSettings(augment=False)

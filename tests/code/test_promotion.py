@@ -117,7 +117,9 @@ def test_no_champion_card(settings: Settings) -> None:
     assert promotion.champion_card(settings) is None
 
 
-def test_cli_approve_reject_rollback_promotions(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_approve_reject_rollback_promotions(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from steelqc.cli import app

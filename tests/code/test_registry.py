@@ -121,9 +121,18 @@ def test_lineage_declares_the_dataset_source_and_schema_so_mlflow_has_nothing_to
     settings = load_settings()
     configure_tracking(settings)
     index = pd.DataFrame(
-        {"image_id": ["a.jpg", "a.jpg"], "y": [0, 0], "x": [0, 128], "label": np.array([0, 1], np.int8), "split": "train"}
+        {
+            "image_id": ["a.jpg", "a.jpg"],
+            "y": [0, 0],
+            "x": [0, 128],
+            "label": np.array([0, 1], np.int8),
+            "split": "train",
+        }
     )
-    with mlflow.start_run(experiment_id=ensure_experiment(settings, "unit")) as run, warnings.catch_warnings(record=True) as caught:
+    with (
+        mlflow.start_run(experiment_id=ensure_experiment(settings, "unit")) as run,
+        warnings.catch_warnings(record=True) as caught,
+    ):
         warnings.simplefilter("always")
         log_lineage("hash", {"success": True}, index, str(tmp_path), "local")
         log_lineage("hash", {"success": True}, index, "s3://bucket/data", "remote")
@@ -195,16 +204,23 @@ def test_logged_pyfunc_decides_and_registered_version_carries_tags_and_aliases()
 def test_version_tags_carry_image_level_metrics_when_evaluated() -> None:
     patch_only = {"patch_recall": 0.99, "patch_precision": 0.5, "patch_specificity": 0.75}
     both = {**patch_only, "image_recall": 1.0, "image_precision": 0.8, "image_specificity": 0.6}
-    assert not {"image_recall", "image_precision", "image_specificity"} & set(version_tags(patch_only, thresholds(0.5, 0.9), "h"))
+    image_keys = ("image_recall", "image_precision", "image_specificity")
+    assert not set(image_keys) & set(version_tags(patch_only, thresholds(0.5, 0.9), "h"))
     tags = version_tags(both, thresholds(0.5, 0.9), "h")
-    assert (tags["image_recall"], tags["image_precision"], tags["image_specificity"]) == ("1.000000", "0.800000", "0.600000")
+    assert tuple(tags[key] for key in image_keys) == ("1.000000", "0.800000", "0.600000")
     assert tags["recall"] == "0.990000"
 
 
 def test_results_frame_of_no_results_keeps_the_output_columns() -> None:
     from steelqc.registry import results_frame
 
-    assert list(results_frame([]).columns) == ["decision", "worst_score", "worst_patch_y", "worst_patch_x", "patch_scores"]
+    assert list(results_frame([]).columns) == [
+        "decision",
+        "worst_score",
+        "worst_patch_y",
+        "worst_patch_x",
+        "patch_scores",
+    ]
 
 
 def test_a_dict_with_one_image_is_one_image() -> None:

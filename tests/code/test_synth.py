@@ -79,7 +79,10 @@ def test_monitoring_shifts_brightness_and_blur() -> None:
     blurred, _ = generate_strip(np.random.default_rng(3), blur_sigma=2.0)
     strip = plain > 20  # leave out the black region where the strip ends
     assert 15 < float(brighter[strip].mean()) - float(plain[strip].mean()) < 21
-    assert np.abs(np.diff(blurred.astype(float), axis=1)).mean() < 0.5 * np.abs(np.diff(plain.astype(float), axis=1)).mean()
+    assert (
+        np.abs(np.diff(blurred.astype(float), axis=1)).mean()
+        < 0.5 * np.abs(np.diff(plain.astype(float), axis=1)).mean()
+    )
 
 
 def test_class_mix_roughly_real_on_200_images(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 from typer.testing import CliRunner
 
 from steelqc.cli import app
@@ -26,6 +25,8 @@ from steelqc.validation import (
     scan_images,
     validate_dataset,
 )
+
+from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -117,7 +118,9 @@ def corrupted(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
     (images / "aaaaaaaa5.jpg").write_bytes(encode_png(np.dstack([np.eye(256, 1600, dtype=np.uint8) * 200] * 4)))
     (images / "aaaaaaaa6.jpg").write_bytes(png_header_claiming(60000, 60000))
     (images / "aaaaaaaa7.jpg").write_bytes(deflate_bomb_png(30000, 30000))
-    (images / "aaaaaaaa8.jpg").write_bytes(jpeg_with_corrupt_entropy(generate_strip(np.random.default_rng(1))[0], seed=1))
+    (images / "aaaaaaaa8.jpg").write_bytes(
+        jpeg_with_corrupt_entropy(generate_strip(np.random.default_rng(1))[0], seed=1)
+    )
     (images / "aaaaaaaa9.jpg").symlink_to(_outside_file(tmp_path_factory.mktemp("outside")))
     (images / "cccccccc1.jpg").write_bytes(good)  # an exact duplicate of clean[-1]: a warning only
     result = _validate(root, tmp_path_factory.mktemp("report"), mode="quarantine", min_valid_fraction=0.3)
@@ -373,7 +376,9 @@ def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     assert "dataset folder not found" in result.output
 
 
-def test_cli_relative_report_folder_works(synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_relative_report_folder_works(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["validate", str(synthetic_dataset), "--report", "reports/v1"])
     assert result.exit_code == 0, result.output

@@ -25,7 +25,9 @@ DECISIONS = ("PASS", "HOLD", "FAIL")
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (.ci/run installs Debian's chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (.ci/run installs Debian's chromium)"
+    ),
 ]
 
 
@@ -80,7 +82,8 @@ class DevTools:
                 return reply["result"]
 
     def text(self) -> str:
-        return str(self.call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)["result"].get("value", ""))
+        reply = self.call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)
+        return str(reply["result"].get("value", ""))
 
 
 def test_browser_sees_a_decision_on_a_demo_image(app_url: str, tmp_path: Path) -> None:

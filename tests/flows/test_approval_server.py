@@ -60,7 +60,9 @@ class PrefectStack:
 
 
 def _prefect(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
@@ -92,7 +94,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
     }
     server_log, worker_log = root / "server.log", root / "worker.log"
     server = start(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_log, env, root
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        server_log,
+        env,
+        root,
     )
     worker: subprocess.Popen[bytes] | None = None
     try:
@@ -100,7 +105,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
         _prefect(["work-pool", "create", "steelqc-process", "--type", "process"], env, root)
         _prefect(["--no-prompt", "deploy", "--all"], env, PROJECT_ROOT)
         # Started outside the project: the flow runs must find it through the deployment's working directory.
-        worker = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "steelqc-process"], worker_log, env, root)
+        worker = start(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "steelqc-process"], worker_log, env, root
+        )
         yield PrefectStack(api_url, env, state, worker_log)
     finally:
         if worker is not None:
@@ -115,7 +122,9 @@ def prefect_api(stack: PrefectStack, monkeypatch: pytest.MonkeyPatch) -> Iterato
         monkeypatch.setenv(key, stack.env[key])
     # Prefect reads its settings once per process: the env var alone would not reach an imported client.
     # The local storage path is the worker's, so this process can read the flow runs' persisted results.
-    with temporary_settings({PREFECT_API_URL: stack.api_url, PREFECT_LOCAL_STORAGE_PATH: stack.env["PREFECT_LOCAL_STORAGE_PATH"]}):
+    with temporary_settings(
+        {PREFECT_API_URL: stack.api_url, PREFECT_LOCAL_STORAGE_PATH: stack.env["PREFECT_LOCAL_STORAGE_PATH"]}
+    ):
         with get_client(sync_client=True) as client:
             assert str(client.api_url).rstrip("/") == stack.api_url
             assert client.api_healthcheck() is None
@@ -141,7 +150,9 @@ def _wait_for(stack: PrefectStack, flow_run_id: UUID, done: Callable[[FlowRun], 
             if done(run):
                 return run
             if (run.state is not None and run.state.is_final()) or time.monotonic() > deadline:
-                raise AssertionError(f"flow run {flow_run_id} is {run.state_name}, expected {what}:\n{tail(stack.worker_log, 4000)}")
+                raise AssertionError(
+                    f"flow run {flow_run_id} is {run.state_name}, expected {what}:\n{tail(stack.worker_log, 4000)}"
+                )
             time.sleep(2)
 
 
@@ -155,7 +166,14 @@ def _suspended_version(stack: PrefectStack, flow_run_id: UUID) -> str:
 
 
 def _cli(stack: PrefectStack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(STEELQC_CLI), *args], env=stack.env, cwd=stack.state_dir.parent, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [str(STEELQC_CLI), *args],
+        env=stack.env,
+        cwd=stack.state_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def _task_states(flow_run_id: UUID, task_name: str) -> list[str]:
@@ -203,11 +221,20 @@ def test_approve_resumes_the_suspended_run_and_reject_leaves_the_champion(
     card = promotion.champion_card(settings)
     assert card is not None and card["approved_by"] == "qa-lead" and card["version"] == first
     # The resumed run reloaded its persisted results: trained and registered once, not again after resuming.
-    for name in ("split-patch-index", "start-mlflow-run", "train", "choose-thresholds", "evaluate", "register-model", "gate"):
+    for name in (
+        "split-patch-index",
+        "start-mlflow-run",
+        "train",
+        "choose-thresholds",
+        "evaluate",
+        "register-model",
+        "gate",
+    ):
         assert _task_states(first_run, name) == ["Cached", "Completed"], name
     assert _task_states(first_run, "promote") == ["Completed"]
     client = MlflowClient(settings.mlflow_tracking_uri)
-    assert [str(v.version) for v in client.search_model_versions(f"name='{settings.tracking.registered_model}'")] == [first]
+    versions = client.search_model_versions(f"name='{settings.tracking.registered_model}'")
+    assert [str(v.version) for v in versions] == [first]
 
     second_run = _start_retrain(learnable_dataset, QA_TINY)
     second = _suspended_version(stack, second_run)
@@ -219,7 +246,7 @@ def test_approve_resumes_the_suspended_run_and_reject_leaves_the_champion(
     tags = client.get_model_version(settings.tracking.registered_model, second).tags
     assert tags["approval_status"] == "rejected" and tags["approved_by"] == "qa-lead"
     history = promotion.list_decisions(settings)
-    assert {("promote", first), ("reject", second)} <= set(zip(history.action, history.version))
+    assert {("promote", first), ("reject", second)} <= set(zip(history.action, history.version, strict=True))
 
     listed = _cli(stack, "promotions")
     assert listed.returncode == 0 and f"champion: v{first}" in listed.stdout
@@ -231,7 +258,9 @@ def test_approve_after_the_wait_timed_out_never_promotes(prefect_api: PrefectSta
     champion_before = promotion.champion_version(settings)
     flow_run_id = _start_retrain(learnable_dataset, {**QA_TINY, "gate.approval_timeout_hours": 0.001})  # ~4 s
     # Suspended for a few seconds only: wait for the server to fail the expired pause, then find the version.
-    run = _wait_for(stack, flow_run_id, lambda r: r.state is not None and r.state.is_failed(), "Failed after the timeout")
+    run = _wait_for(
+        stack, flow_run_id, lambda r: r.state is not None and r.state.is_failed(), "Failed after the timeout"
+    )
     assert "pause" in (run.state.message or "").lower(), run.state  # type: ignore[union-attr]
     pending = [p for p in promotion.list_pending(settings) if p.flow_run_id == str(flow_run_id)]
     assert len(pending) == 1, promotion.list_pending(settings)
@@ -240,6 +269,7 @@ def test_approve_after_the_wait_timed_out_never_promotes(prefect_api: PrefectSta
     late = _cli(stack, "approve", version, "--reviewer", "qa-lead")
     assert late.returncode == 1, late.stdout + late.stderr
     assert "marked timed_out" in late.stdout + late.stderr
-    tags = MlflowClient(settings.mlflow_tracking_uri).get_model_version(settings.tracking.registered_model, version).tags
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    tags = client.get_model_version(settings.tracking.registered_model, version).tags
     assert tags["approval_status"] == "timed_out"
     assert promotion.champion_version(settings) == champion_before

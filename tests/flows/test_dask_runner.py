@@ -48,8 +48,12 @@ def test_dask_local_cluster_builds_the_same_patch_index_as_the_local_runner(  # 
     image_ids = list(Dataset.open(root).image_ids)
     chunks = [image_ids[i : i + 4] for i in range(0, len(image_ids), 4)]
 
-    local_pids, local = chunked_patch_index.with_options(task_runner=task_runner("local", n_workers=2))(root, chunks, PATCHES)
-    dask_pids, on_dask = chunked_patch_index.with_options(task_runner=task_runner("dask", n_workers=2))(root, chunks, PATCHES)
+    local_pids, local = chunked_patch_index.with_options(task_runner=task_runner("local", n_workers=2))(
+        root, chunks, PATCHES
+    )
+    dask_pids, on_dask = chunked_patch_index.with_options(task_runner=task_runner("dask", n_workers=2))(
+        root, chunks, PATCHES
+    )
 
     assert local_pids == {os.getpid()}
     assert os.getpid() not in dask_pids and 1 <= len(dask_pids) <= 2  # ran in the cluster's worker processes

@@ -50,7 +50,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AUTH_INI = PROJECT_ROOT / "infra" / "mlflow-auth.ini"
 INIT_DATABASES = PROJECT_ROOT / "infra" / "postgres" / "init-databases.sh"
 BUCKET = "steelqc-mlflow"
-AWS_KEYS = {"AWS_ACCESS_KEY_ID": "moto-test-key", "AWS_SECRET_ACCESS_KEY": "moto-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+AWS_KEYS = {
+    "AWS_ACCESS_KEY_ID": "moto-test-key",
+    "AWS_SECRET_ACCESS_KEY": "moto-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 ADMIN = ("steelqc-admin", "admin-password-for-tests")  # MLflow wants at least 12 characters
 MLFLOW_DB = ("mlflow", "mlflow-db-password")
 PREFECT_DB = ("prefect", "prefect-db-password")
@@ -58,7 +62,9 @@ PREFECT_DB = ("prefect", "prefect-db-password")
 
 def _initdb() -> Path | None:
     """``initdb`` on PATH, else Debian's versioned location (the package does not put it on PATH)."""
-    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
+    found = shutil.which("initdb") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None
+    )
     return Path(found) if found else None
 
 
@@ -71,7 +77,11 @@ class Postgres:
 
     def connect(self, dbname: str = "postgres", user: str | None = None, password: str | None = None):  # type: ignore[no-untyped-def]
         return psycopg2.connect(
-            host="127.0.0.1", port=self.port, dbname=dbname, user=user or self.superuser, password=password or self.password
+            host="127.0.0.1",
+            port=self.port,
+            dbname=dbname,
+            user=user or self.superuser,
+            password=password or self.password,
         )
 
 
@@ -116,7 +126,9 @@ def postgres() -> Iterator[Postgres]:
             raise RuntimeError(f"PostgreSQL did not start:\n{(root / 'server.log').read_text()[-2000:]}")
         yield Postgres(port, superuser, password, bin_dir)
     finally:
-        subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        subprocess.run(
+            [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -283,7 +295,8 @@ def test_init_script_gives_prefect_its_own_database(mlflow_server: str, postgres
 def test_server_refuses_requests_without_credentials(mlflow_server: str) -> None:
     search = f"{mlflow_server}/api/2.0/mlflow/experiments/search"
     assert requests.post(search, json={"max_results": 1}, timeout=30).status_code == 401
-    assert requests.post(search, json={"max_results": 1}, auth=(ADMIN[0], "wrong-password-123"), timeout=30).status_code == 401
+    wrong_password = (ADMIN[0], "wrong-password-123")
+    assert requests.post(search, json={"max_results": 1}, auth=wrong_password, timeout=30).status_code == 401
     assert requests.post(search, json={"max_results": 1}, auth=ADMIN, timeout=30).status_code == 200
 
 

@@ -36,7 +36,9 @@ def _write_strips(folder: Path, seed: int, count: int, **shift: float) -> Path:
     rng = np.random.default_rng(seed)
     for i in range(count):
         classes = (1 + i % 4,) if rng.random() < 0.5 else ()
-        (folder / f"strip{i:02d}.jpg").write_bytes(encode_jpeg(generate_strip(rng, defective_classes=classes, **shift)[0], JPEG_QUALITY))
+        (folder / f"strip{i:02d}.jpg").write_bytes(
+            encode_jpeg(generate_strip(rng, defective_classes=classes, **shift)[0], JPEG_QUALITY)
+        )
     return folder
 
 

@@ -61,5 +61,7 @@ def test_real_profile_imports_validates_and_trains_on_magnetic_tile(magnetic_til
     configure_tracking(settings)
     dataset = Dataset.open(str(data))
     images = [dataset.image_bytes(i) for i in dataset.image_ids[:3]]
-    decisions = mlflow.pyfunc.load_model(f"models:/steelqc/{summary['version']}").predict(pd.DataFrame({"image": images}))
+    decisions = mlflow.pyfunc.load_model(f"models:/steelqc/{summary['version']}").predict(
+        pd.DataFrame({"image": images})
+    )
     assert list(decisions["decision"].isin(["PASS", "HOLD", "FAIL"])) == [True] * 3

@@ -19,6 +19,7 @@ from flows.retrain import retrain
 from steelqc import promotion
 from steelqc.config import load_settings
 from steelqc.validation import ValidationFailed
+
 from tiny import TINY
 
 pytestmark = pytest.mark.slow
@@ -52,7 +53,9 @@ def test_pending_approve_regate_reject_broken_champion(learnable_dataset: Path) 
         reject(settings, second["version"], reviewer="qa-lead", comment="no improvement")
     assert promotion.champion_version(settings) == first["version"]
 
-    version = MlflowClient(settings.mlflow_tracking_uri).get_model_version(settings.tracking.registered_model, second["version"])
+    version = MlflowClient(settings.mlflow_tracking_uri).get_model_version(
+        settings.tracking.registered_model, second["version"]
+    )
     assert version.tags["approval_status"] in {"rejected", "not_eligible"}
     for tag in ("recall", "precision", "specificity", "t_pass", "t_fail", "data_hash", "git_commit"):
         assert tag in version.tags

@@ -115,5 +115,7 @@ def test_pretrained_lite0_trains_in_two_stages_and_its_version_decides(synthetic
     assert len(client.get_metric_history(run.info.run_id, "val_pr_auc")) == 2  # one epoch per stage
     dataset = Dataset.open(str(synthetic_dataset))
     images = [dataset.image_bytes(i) for i in dataset.image_ids[:2]]
-    decisions = mlflow.pyfunc.load_model(f"models:/steelqc/{summary['version']}").predict(pd.DataFrame({"image": images}))
+    decisions = mlflow.pyfunc.load_model(f"models:/steelqc/{summary['version']}").predict(
+        pd.DataFrame({"image": images})
+    )
     assert len(decisions) == 2 and set(decisions["decision"]) <= {"PASS", "HOLD", "FAIL"}

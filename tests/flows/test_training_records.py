@@ -12,6 +12,7 @@ from flows.retrain import retrain
 from steelqc import promotion
 from steelqc.config import load_settings
 from steelqc.train_job import run_training_job
+
 from tiny import TINY
 
 pytestmark = pytest.mark.slow

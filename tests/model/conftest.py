@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tiny_model_data import tiny_settings
 
 from steelqc.data.dataset import Dataset
 from steelqc.data.synth import generate_dataset
 from steelqc.patches import build_patch_index
+
+from tiny_model_data import tiny_settings
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 from steelqc.batch_inspection import DECISION_COLUMNS, inspect_batch, list_images
 from steelqc.config import ModelSettings, MonitoringSettings
@@ -23,6 +22,8 @@ from steelqc.model import build_model
 from steelqc.monitoring import PatchLog, build_reference, drift_report, embedding_columns
 from steelqc.patches import extract_patches
 from steelqc.thresholds import Thresholds
+
+from hostile_files import deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 SIZE = (256, 1600)
 
@@ -114,10 +115,15 @@ def test_hostile_files_are_error_rows_while_the_rest_of_the_batch_is_decided(
     (folder / "link.png").symlink_to(tmp_path / "outside.png")
 
     for image_size in (SIZE, None):  # `--image-size any` decoded the bomb in full (9.9 GB)
-        result = inspect_batch(_inspector(model), folder, tmp_path / "out", workers=2, batch_images=2, image_size=image_size)
+        result = inspect_batch(
+            _inspector(model), folder, tmp_path / "out", workers=2, batch_images=2, image_size=image_size
+        )
         rows = result.decisions.set_index("image")
         assert result.counts["ERROR"] == 4 and (rows.loc[["good0.jpg", "good1.jpg"], "decision"] != "ERROR").all()
-        assert "60000x60000" in rows.loc["claims.png", "error"] and "over the pixel budget" in rows.loc["claims.png", "error"]
+        assert (
+            "60000x60000" in rows.loc["claims.png", "error"]
+            and "over the pixel budget" in rows.loc["claims.png", "error"]
+        )
         assert "30000x30000" in rows.loc["bomb.png", "error"]
         assert "Corrupt JPEG data" in rows.loc["corrupt.jpg", "error"]
         assert "outside the root" in rows.loc["link.png", "error"]
@@ -158,7 +164,9 @@ def test_sources_that_hold_nothing_are_errors(tmp_path: Path) -> None:
         list_images(tmp_path / "empty")
 
 
-def test_s3_prefix_and_object(model: keras.Model, severstal_sample: Path, moto_s3_endpoint: str, tmp_path: Path) -> None:
+def test_s3_prefix_and_object(
+    model: keras.Model, severstal_sample: Path, moto_s3_endpoint: str, tmp_path: Path
+) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_s3_endpoint)
     s3.create_bucket(Bucket="coils")
     for path in sorted((severstal_sample / "train_images").iterdir())[:3]:
@@ -205,7 +213,9 @@ def test_same_images_without_a_log_give_the_same_decisions(model: keras.Model, t
         (folder / f"s{i}.png").write_bytes(encode_png(generate_strip(rng)[0]))
     _, reducer = build_reference(model, extract_patches(generate_strip(rng)[0], 256, 128, "reflect")[0])
     plain = inspect_batch(_inspector(model), folder, tmp_path / "a")
-    logged = inspect_batch(_inspector(model), folder, tmp_path / "b", patch_log=PatchLog(tmp_path / "l"), reducer=reducer)
+    logged = inspect_batch(
+        _inspector(model), folder, tmp_path / "b", patch_log=PatchLog(tmp_path / "l"), reducer=reducer
+    )
     pd.testing.assert_frame_equal(
         plain.decisions.drop(columns="patch_scores"), logged.decisions.drop(columns="patch_scores"), atol=1e-6
     )

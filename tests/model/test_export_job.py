@@ -14,7 +14,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from tiny_model_data import thresholds_between, tiny_settings
 from typer.testing import CliRunner
 
 from steelqc import export_job
@@ -36,6 +35,8 @@ from steelqc.registry import (
 )
 from steelqc.runtimes import ExportedModel
 from steelqc.thresholds import Thresholds
+
+from tiny_model_data import thresholds_between, tiny_settings
 
 NAME = "steelqc-export"
 
@@ -101,7 +102,10 @@ def test_a_failed_parity_check_keeps_keras_says_why_and_stores_nothing(
     result = CliRunner().invoke(app, ["export", f"models:/{NAME}/1", "--format", "onnx", *tracking])
     assert result.exit_code == 1, result.output
     (line,) = result.output.strip().splitlines()
-    assert "onnx export of steelqc-export v1 not accepted, scoring stays keras: max |score difference| 1.00e-03 > 0.0001" in line
+    assert (
+        "onnx export of steelqc-export v1 not accepted, scoring stays keras: max |score difference| 1.00e-03 > 0.0001"
+        in line
+    )
     tags = mlflow.MlflowClient().get_model_version(NAME, "1").tags
     assert tags["export.onnx.parity"] == "failed" and "max |score difference|" in tags["export.onnx.reason"]
     assert "export.onnx.path" not in tags and not stored_export("onnx").exists()
@@ -176,7 +180,9 @@ def test_a_version_logged_before_exports_scores_with_keras_and_is_not_exported(
     tracking: list[str], registry: Settings, generated: tuple[Dataset, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log_model = mlflow.pyfunc.log_model
-    monkeypatch.setattr(mlflow.pyfunc, "log_model", lambda **kw: log_model(**{k: v for k, v in kw.items() if k != "model_config"}))
+    monkeypatch.setattr(
+        mlflow.pyfunc, "log_model", lambda **kw: log_model(**{k: v for k, v in kw.items() if k != "model_config"})
+    )
     image = generated[0].load_image(str(generated[1]["image_id"].iloc[0]))
     with mlflow.start_run(experiment_id=ensure_experiment(registry, "export")):
         info = log_pyfunc_model(build_model(registry.model, 32), Thresholds(0.5, 0.9, 1, 1, 1, 0.5, 1, 1, True, "old"),

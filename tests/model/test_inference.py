@@ -7,12 +7,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from hostile_files import bit_depth_and_channel_copies, deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 from steelqc.data.errors import ImageDecodeError
 from steelqc.data.images import encode_jpeg, encode_png
 from steelqc.inference import Inspector, decode_inputs
 from steelqc.thresholds import Thresholds
+
+from hostile_files import bit_depth_and_channel_copies, deflate_bomb_png, jpeg_with_corrupt_entropy, png_header_claiming
 
 PATCH, STRIDE = 32, 16
 
@@ -109,7 +110,10 @@ def test_decode_inputs_accepts_encoded_bytes_and_arrays() -> None:
         ("text", "expected image bytes"),
         (png_header_claiming(60000, 60000), "over the pixel budget"),
         (deflate_bomb_png(30000, 30000), "30000x30000 .* refused before decoding"),
-        (jpeg_with_corrupt_entropy(np.tile(np.arange(160, dtype=np.uint8), (256, 10))), "JPEG data could not be decoded"),
+        (
+            jpeg_with_corrupt_entropy(np.tile(np.arange(160, dtype=np.uint8), (256, 10))),
+            "JPEG data could not be decoded",
+        ),
     ],
 )
 def test_decode_inputs_names_the_bad_item(item: object, reason: str) -> None:

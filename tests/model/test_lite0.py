@@ -24,7 +24,9 @@ def state_dict() -> dict[str, np.ndarray]:
     return lite0.read_legacy_state_dict(lite0.checkpoint_path())
 
 
-def test_every_checkpoint_tensor_is_mapped_except_counters_and_the_classifier(state_dict: dict[str, np.ndarray]) -> None:
+def test_every_checkpoint_tensor_is_mapped_except_counters_and_the_classifier(
+    state_dict: dict[str, np.ndarray],
+) -> None:
     assert len(state_dict) == 296
     backbone = lite0.efficientnet_lite0((64, 64, 3))
     leftover = lite0.assign_state_dict(backbone, state_dict)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from tiny_model_data import tiny_settings
 
 from steelqc.config import ThresholdSettings
 from steelqc.data.dataset import Dataset
 from steelqc.inference import Inspector
+from steelqc.input_pipeline import patch_dataset
 from steelqc.model import build_model, preprocess_patches
 from steelqc.patches import extract_patches
-from steelqc.input_pipeline import patch_dataset
 from steelqc.thresholds import choose_thresholds
 from steelqc.training import predict_split
+
+from tiny_model_data import tiny_settings
 
 
 def test_same_patches_give_the_same_scores_everywhere(generated: tuple[Dataset, pd.DataFrame]) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from tiny_model_data import thresholds_between
 
 from steelqc.config import ModelSettings
 from steelqc.data.synth import generate_strip
@@ -22,6 +21,8 @@ from steelqc.runtimes import (
     load_runtime,
 )
 from steelqc.thresholds import Thresholds
+
+from tiny_model_data import thresholds_between
 
 PATCH, STRIDE = 128, 64
 TOLERANCE = 1e-4
@@ -46,7 +47,9 @@ def exports(model: keras.Model, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 def inspector(model: object, thresholds: Thresholds | None = None) -> Inspector:
-    return Inspector(model, thresholds or Thresholds(0.5, 0.9, 1, 1, 1, 0.5, 1, 1, True, "test"), PATCH, STRIDE, "reflect")
+    return Inspector(
+        model, thresholds or Thresholds(0.5, 0.9, 1, 1, 1, 0.5, 1, 1, True, "test"), PATCH, STRIDE, "reflect"
+    )
 
 
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
