@@ -5,10 +5,22 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from steelqc.config import Settings
+
 from steelqc.cli._app import ConfigOption, SetOption, app, run_guarded, settings_from_cli, stdout_console
 
 ReviewerOption = typer.Option(..., "--reviewer", "-r", help="Who decides (recorded on the model version)")
 CommentOption = typer.Option("", "--comment", "-m", help="Why")
+
+
+def registry_settings(config: str | None, sets: list[str] | None) -> Settings:
+    """The settings, after checking the registry answers: a server that is down is one line and exit 2 in seconds,
+    not MLflow's minutes of retries followed by a traceback."""
+    from steelqc.registry import configure_tracking
+
+    settings = settings_from_cli(config, sets)
+    run_guarded(configure_tracking, settings)
+    return settings
 
 
 def _decide(
@@ -17,7 +29,7 @@ def _decide(
     from flows.approval import approve as approve_version
     from flows.approval import reject as reject_version
 
-    settings = settings_from_cli(config, sets)
+    settings = registry_settings(config, sets)
     decide = approve_version if approve_it else reject_version
     typer.echo(run_guarded(decide, settings, version, reviewer=reviewer, comment=comment))
 
@@ -56,7 +68,7 @@ def rollback(
     """Swap the champion back to the previous champion (recorded like a promotion)."""
     from steelqc import promotion
 
-    settings = settings_from_cli(config, sets)
+    settings = registry_settings(config, sets)
     record = run_guarded(promotion.rollback, settings, reviewer=reviewer, comment=comment)
     typer.echo(f"champion is v{record.version} again (was v{record.previous_version})")
 
@@ -66,7 +78,7 @@ def promotions(config: str = ConfigOption, sets: list[str] = SetOption) -> None:
     """List pending approvals and past gate, promotion, rejection and rollback decisions."""
     from steelqc import promotion
 
-    settings = settings_from_cli(config, sets)
+    settings = registry_settings(config, sets)
     champion = promotion.champion_version(settings)
     typer.echo(f"champion: v{champion}" if champion else "champion: none yet")
     pending = Table(title="Pending approval")
