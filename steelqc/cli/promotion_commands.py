@@ -5,9 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from steelqc.config import Settings
-
 from steelqc.cli._app import ConfigOption, SetOption, app, run_guarded, settings_from_cli, stdout_console
+from steelqc.config import Settings
 
 ReviewerOption = typer.Option(..., "--reviewer", "-r", help="Who decides (recorded on the model version)")
 CommentOption = typer.Option("", "--comment", "-m", help="Why")

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from typer.testing import CliRunner
 
 from steelqc.cli import app
