@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
+from botocore.exceptions import ClientError, NoCredentialsError
+
 from steelqc.data.errors import DatasetError, MissingImageError, PathEscapeError
 
 
@@ -72,6 +74,17 @@ class LocalStorage:
         return sorted(entry.name for entry in os.scandir(folder) if entry.is_file())
 
 
+S3_ACCESS_CODES = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+
+
+def _s3_refusal(exc: Exception, location: str) -> DatasetError:
+    """One line for an S3 error that is neither "not found" nor transient: who refused, and what to check."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    code, message = error.get("Code", type(exc).__name__), error.get("Message", str(exc))
+    hint = " (check AWS credentials and the bucket policy)" if code in S3_ACCESS_CODES else ""
+    return DatasetError(f"S3 refused the request: {code}: {message}{hint}", file=location)
+
+
 class S3Storage:
     """A prefix in an S3 (or S3-compatible) bucket."""
 
@@ -105,20 +118,20 @@ class S3Storage:
             raise MissingImageError("object not found", file=f"s3://{self.bucket}/{key}") from None
         except self.client.exceptions.NoSuchBucket:
             raise DatasetError(f"bucket {self.bucket!r} does not exist", file=self.uri) from None
+        except (ClientError, NoCredentialsError) as exc:
+            raise _s3_refusal(exc, f"s3://{self.bucket}/{key}") from None
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(relpath), Body=data)
 
     def exists(self, relpath: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(relpath))
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return False
-            raise
+            raise _s3_refusal(exc, f"s3://{self.bucket}/{self._key(relpath)}") from None
 
     def list_files(self, reldir: str) -> list[str]:
         folder = self._key(reldir)
@@ -130,6 +143,8 @@ class S3Storage:
                 names.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
         except self.client.exceptions.NoSuchBucket:
             raise DatasetError(f"bucket {self.bucket!r} does not exist", file=self.uri) from None
+        except (ClientError, NoCredentialsError) as exc:
+            raise _s3_refusal(exc, self.uri) from None
         return sorted(n for n in names if n)
 
 

@@ -124,3 +124,20 @@ def test_the_endpoint_is_the_setting_else_boto3s_own(tmp_path: Path, monkeypatch
     assert endpoint() == "http://127.0.0.1:9002"
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     assert endpoint() == "https://s3.amazonaws.com"
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "InvalidAccessKeyId", "403"])
+def test_refused_credentials_are_one_clear_dataset_error(code: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.stub import Stubber
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "wrong")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    storage = open_storage("s3://line-3/strips", "http://127.0.0.1:9")
+    with Stubber(storage.client) as stub:  # type: ignore[union-attr]
+        for operation in ("get_object", "list_objects_v2", "head_object"):
+            stub.add_client_error(operation, service_error_code=code, service_message="Denied", http_status_code=403)
+        for call in (lambda: storage.read_bytes("a.jpg"), lambda: storage.list_files("x"),
+                     lambda: storage.exists("a.jpg")):  # fmt: skip
+            with pytest.raises(DatasetError, match=f"S3 refused the request: {code}.*check AWS credentials"):
+                call()
