@@ -78,6 +78,16 @@ def settings_from_cli(
     return run_guarded(load_settings, resolve_profile(config, generated_data=generated_data), parsed)
 
 
+def registry_settings(config: str | None, sets: list[str] | None) -> Settings:
+    """The settings, after checking the registry answers: a server that is down is one line and exit 2 in seconds,
+    not MLflow's minutes of retries followed by a traceback."""
+    from steelqc.registry import configure_tracking
+
+    settings = settings_from_cli(config, sets)
+    run_guarded(configure_tracking, settings)
+    return settings
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error and exit with ``code`` (2 = usage/config, 1 = the check failed)."""
     console.print(f"[bold red]error:[/] {message}")

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, registry_settings, run_guarded
 from steelqc.runtimes import EXPORT_FORMATS
 
 
@@ -34,11 +34,9 @@ def export(
     from mlflow.exceptions import MlflowException
 
     from steelqc.export_job import ExportError, export_version
-    from steelqc.registry import configure_tracking
     from steelqc.runtimes import RuntimeUnavailableError
 
-    settings = settings_from_cli(config, sets)
-    run_guarded(configure_tracking, settings)
+    settings = registry_settings(config, sets)
     try:
         result = run_guarded(export_version, model, fmt.value, settings, max_images=max_images)
     except (ExportError, MlflowException) as exc:

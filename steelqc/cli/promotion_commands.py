@@ -5,21 +5,10 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from steelqc.cli._app import ConfigOption, SetOption, app, run_guarded, settings_from_cli, stdout_console
-from steelqc.config import Settings
+from steelqc.cli._app import ConfigOption, SetOption, app, registry_settings, run_guarded, stdout_console
 
 ReviewerOption = typer.Option(..., "--reviewer", "-r", help="Who decides (recorded on the model version)")
 CommentOption = typer.Option("", "--comment", "-m", help="Why")
-
-
-def registry_settings(config: str | None, sets: list[str] | None) -> Settings:
-    """The settings, after checking the registry answers: a server that is down is one line and exit 2 in seconds,
-    not MLflow's minutes of retries followed by a traceback."""
-    from steelqc.registry import configure_tracking
-
-    settings = settings_from_cli(config, sets)
-    run_guarded(configure_tracking, settings)
-    return settings
 
 
 def _decide(
