@@ -9,7 +9,7 @@ patches contains defect pixels. Plots are drawn on standalone ``Figure`` objects
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import (
-    PrecisionRecallDisplay,
-    RocCurveDisplay,
     average_precision_score,
     confusion_matrix,
     fbeta_score,
@@ -34,6 +32,8 @@ from steelqc.thresholds import FAIL, HOLD, PASS, Thresholds, decide
 
 SIZE_BUCKETS = {"lt64": (0, 64), "64_1k": (64, 1_000), "1k_10k": (1_000, 10_000), "gt10k": (10_000, np.inf)}
 GALLERY_MAX = 24
+#: A zoomed panel shows recall from at most this value up (lower when the operating point is lower).
+RECALL_ZOOM = 0.8
 REQUIRED_COLUMNS = ("image_id", "y", "x", "size", "label")
 
 
@@ -127,87 +127,157 @@ def _breakdown(rows: pd.DataFrame, y: np.ndarray, flagged: np.ndarray, class_ids
 
 
 def _mark_thresholds(ax: Any, t: Thresholds) -> None:
-    ax.axvline(t.t_pass, color="tab:orange", linestyle="--", label=f"t_pass {t.t_pass:.4f}")
-    if t.t_fail <= 1.0:
-        ax.axvline(t.t_fail, color="tab:red", linestyle="--", label=f"t_fail {t.t_fail:.4f}")
+    """Vertical ``t_pass``/``t_fail`` lines, named at the top of the axes as well as in the legend."""
+    marks = [(t.t_pass, "t_pass", "tab:orange")] + ([(t.t_fail, "t_fail", "tab:red")] if t.t_fail <= 1.0 else [])
+    for value, name, colour in marks:
+        ax.axvline(value, color=colour, linestyle="--", linewidth=1.5, label=f"{name} {value:.4f}")
+        ax.annotate(name, (value, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", color=colour, fontsize=8, fontweight="bold", annotation_clip=True)
+
+
+def _legend_outside(fig: Figure, ax: Any) -> None:
+    """One legend for the figure, right of the axes, so it never hides a curve."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
 
 
 def _save(fig: Figure, out_dir: Path, name: str) -> Path:
     path = out_dir / f"{name}.png"
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
 
 
-def _curve_plots(levels: dict[str, tuple[np.ndarray, np.ndarray]], t: Thresholds, out_dir: Path) -> dict[str, Path]:
-    plots = {}
-    fig = Figure(figsize=(6, 5))
-    ax = fig.subplots()
-    for name, (y, s) in levels.items():
-        PrecisionRecallDisplay.from_predictions(y, s, ax=ax, name=name)
-        for threshold, marker in ((t.t_pass, "o"), (t.t_fail, "s")):
+def _zoom_floor(recall_at_pass: float) -> float:
+    """Lowest recall shown in a zoomed panel: below the operating point, and never above ``RECALL_ZOOM``."""
+    return float(np.clip(min(RECALL_ZOOM, recall_at_pass - 0.05), 0.0, RECALL_ZOOM))
+
+
+def _pr_curve_plot(levels: dict[str, tuple[np.ndarray, np.ndarray]], t: Thresholds, split: str,
+                   out_dir: Path) -> Path:
+    """PR curves of both levels, whole and zoomed to high recall, with the operating points marked."""
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    whole, zoom = fig.subplots(1, 2)
+    lowest = 1.0
+    for (name, (y, s)), colour in zip(levels.items(), ("tab:blue", "tab:green"), strict=False):
+        precision, recall, _ = precision_recall_curve(y, s)
+        ap = average_precision_score(y, s)
+        for ax in (whole, zoom):
+            ax.step(recall, precision, where="post", color=colour, label=f"{name} (AP {ap:.3f})")
+        for threshold, marker, point in ((t.t_pass, "o", "t_pass"), (t.t_fail, "s", "t_fail")):
             flagged = s >= threshold
-            if flagged.any():
-                ax.plot(recall_score(y, flagged), precision_score(y, flagged), marker, color="black")
-    ax.set_title("Precision–recall (○ t_pass, □ t_fail)")
-    plots["pr_curve"] = _save(fig, out_dir, "pr_curve")
+            if not flagged.any():
+                continue
+            r, p = recall_score(y, flagged), precision_score(y, flagged)
+            if point == "t_pass":
+                lowest = min(lowest, r)
+            for ax in (whole, zoom):
+                ax.plot(r, p, marker, markersize=9, markerfacecolor="white", markeredgewidth=2, color=colour,
+                        label=f"{name} at {point} (R {r:.3f}, P {p:.3f})")
+    floor = _zoom_floor(lowest)
+    whole.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02), title="whole curve")
+    zoom.set(xlabel="recall", ylabel="precision", xlim=(floor, 1.005), ylim=(0, 1.02),
+             title=f"zoomed: recall ≥ {floor:.2f}")
+    for ax in (whole, zoom):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Precision–recall, {split} split (○ t_pass, □ t_fail)")
+    _legend_outside(fig, whole)
+    return _save(fig, out_dir, "pr_curve")
 
-    fig = Figure(figsize=(6, 5))
+
+def _roc_plot(levels: dict[str, tuple[np.ndarray, np.ndarray]], split: str, out_dir: Path) -> Path:
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.subplots()
     for name, (y, s) in levels.items():
-        RocCurveDisplay.from_predictions(y, s, ax=ax, name=name)
-    ax.set_title("ROC")
-    plots["roc_curve"] = _save(fig, out_dir, "roc_curve")
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, s):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="false positive rate (1 − specificity)", ylabel="recall", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set_title(f"ROC, {split} split")
+    _legend_outside(fig, ax)
+    return _save(fig, out_dir, "roc_curve")
 
-    y, s = levels["patch"]
-    fig = Figure(figsize=(7, 5))
-    ax = fig.subplots()
+
+def _threshold_sweep_plot(y: np.ndarray, s: np.ndarray, t: Thresholds, split: str, out_dir: Path) -> Path:
+    """Patch recall, precision and specificity against the threshold: all of [0, 1], then the high-recall range."""
     precision, recall, pr_thresholds = precision_recall_curve(y, s)
     fpr, _, roc_thresholds = roc_curve(y, s, drop_intermediate=False)
-    # a metric at candidate c_i holds for every threshold in (c_{i-1}, c_i]: steps drawn "pre"
-    ax.step(pr_thresholds, recall[:-1], where="pre", label="recall")
-    ax.step(pr_thresholds, precision[:-1], where="pre", label="precision")
     finite = np.isfinite(roc_thresholds)  # roc_curve's first threshold is +inf (nothing flagged)
     order = np.argsort(roc_thresholds[finite])
-    ax.step(roc_thresholds[finite][order], (1.0 - fpr[finite])[order], where="pre", label="specificity")
-    _mark_thresholds(ax, t)
-    ax.set(xlabel="threshold (flagged when score ≥ threshold)", ylabel="patch level", xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="lower left")
-    ax.set_title("Threshold sweep")
-    plots["threshold_sweep"] = _save(fig, out_dir, "threshold_sweep")
-    return plots
+    floor = _zoom_floor(float(recall_score(y, s >= t.t_pass)))
+    # recall falls as the threshold rises: zoom to the thresholds that keep it above the floor, t_pass included
+    high = max(float(pr_thresholds[recall[:-1] >= floor].max(initial=t.t_pass)), t.t_pass)
+    high = min(1.0, high * 1.15 + 1e-3)
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    whole, zoom = fig.subplots(1, 2)
+    for ax in (whole, zoom):
+        # a metric at candidate c_i holds for every threshold in (c_{i-1}, c_i]: steps drawn "pre"
+        ax.step(pr_thresholds, recall[:-1], where="pre", label="recall")
+        ax.step(pr_thresholds, precision[:-1], where="pre", label="precision")
+        ax.step(roc_thresholds[finite][order], (1.0 - fpr[finite])[order], where="pre", label="specificity")
+        _mark_thresholds(ax, t)
+        ax.grid(alpha=0.3)
+    whole.set(xlabel="threshold (flagged when score ≥ threshold)", ylabel="patch level", xlim=(0, 1),
+              ylim=(0, 1.02), title="all thresholds")
+    zoom.set(xlabel="threshold", xlim=(0, high), ylim=(floor - 0.02, 1.005),
+             title=f"zoomed: thresholds where recall ≥ {floor:.2f}")
+    fig.suptitle(f"Threshold sweep, {split} split, patch level")
+    _legend_outside(fig, whole)
+    return _save(fig, out_dir, "threshold_sweep")
 
 
-def _histogram_plot(rows: pd.DataFrame, y: np.ndarray, s: np.ndarray, class_ids: Sequence[int], t: Thresholds,
-                    out_dir: Path) -> Path:
-    fig = Figure(figsize=(7, 5))
+def _class_label(k: int, class_names: Mapping[int, str]) -> str:
+    name = class_names.get(k)
+    return f"class {k} ({name})" if name and name != str(k) else f"class {k}"
+
+
+def _histogram_plot(rows: pd.DataFrame, y: np.ndarray, s: np.ndarray, class_names: Mapping[int, str],
+                    t: Thresholds, split: str, out_dir: Path) -> Path:
+    fig = Figure(figsize=(8.5, 5), layout="constrained")
     ax = fig.subplots()
     bins = np.linspace(0.0, 1.0, 41).tolist()
     ax.hist(s[y == 0], bins=bins, histtype="step", label="clean", log=True)
-    for k in class_ids:
+    for k in class_names:
         mask = (y == 1) & (rows[f"px_class_{k}"].to_numpy() > 0)
         if mask.any():
-            ax.hist(s[mask], bins=bins, histtype="step", label=f"class {k}", log=True)
+            ax.hist(s[mask], bins=bins, histtype="step", label=_class_label(k, class_names), log=True)
     _mark_thresholds(ax, t)
     ax.set(xlabel="patch score", ylabel="patches (log)")
-    ax.legend()
-    ax.set_title("Scores by class")
+    ax.set_title(f"Patch scores by class, {split} split")
+    _legend_outside(fig, ax)
     return _save(fig, out_dir, "score_histogram")
 
 
-def _gallery(patches: pd.DataFrame, load_image: Callable[[str], np.ndarray], title: str, out_dir: Path,
-             name: str) -> Path:
+def _empty_gallery(message: str, out_dir: Path, name: str) -> Path:
+    fig = Figure(figsize=(6, 1.2))
+    fig.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
+    return _save(fig, out_dir, name)
+
+
+def _gallery(patches: pd.DataFrame, load_image: Callable[[str], np.ndarray],
+             load_masks: Callable[[str], np.ndarray] | None, title: str, out_dir: Path, name: str) -> Path:
+    """Crops of the listed patches, worst first; with ``load_masks`` each defect is outlined in red."""
     cols = min(6, len(patches))
     nrows = -(-len(patches) // cols)
-    fig = Figure(figsize=(2.2 * cols, 2.4 * nrows))
+    fig = Figure(figsize=(2.2 * cols, 2.5 * nrows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, cols)).ravel()
     images: dict[str, np.ndarray] = {}
+    defects: dict[str, np.ndarray] = {}
     for ax, row in zip(axes, patches.itertuples(index=False), strict=False):
         if row.image_id not in images:
             images[row.image_id] = load_image(row.image_id)
-        crop = images[row.image_id][row.y : row.y + row.size, row.x : row.x + row.size]
-        ax.imshow(crop, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{row.image_id}\n({row.y},{row.x}) {row.score:.3f}", fontsize=7)
+            if load_masks is not None:
+                defects[row.image_id] = np.any(load_masks(row.image_id), axis=0)
+        window = (slice(row.y, row.y + row.size), slice(row.x, row.x + row.size))
+        ax.imshow(images[row.image_id][window], cmap="gray", vmin=0, vmax=255)
+        defect = defects.get(row.image_id)
+        if defect is not None and defect[window].any():
+            # padded by one clean pixel so a defect running off the crop gets a closed outline at the edge
+            inside = np.pad(defect[window], 1).astype(float)
+            grid_y, grid_x = np.arange(-1, inside.shape[0] - 1), np.arange(-1, inside.shape[1] - 1)
+            ax.contour(grid_x, grid_y, inside, levels=[0.5], colors="red", linewidths=1.2)
+        classes = f" cl {row.classes}" if getattr(row, "classes", "") else ""
+        ax.set_title(f"{row.image_id}\n({row.y},{row.x}) {row.score:.3f}{classes}", fontsize=7)
     for ax in axes:
         ax.axis("off")
     fig.suptitle(title)
@@ -222,10 +292,15 @@ def evaluate(
     out_dir: str | Path,
     *,
     load_image: Callable[[str], np.ndarray] | None = None,
+    load_masks: Callable[[str], np.ndarray] | None = None,
+    class_names: Mapping[int, str] | None = None,
+    split: str = "test",
 ) -> EvaluationReport:
-    """Evaluate test-split ``scores`` (aligned with ``index_rows``) at the chosen thresholds; plots go to ``out_dir``.
+    """Evaluate ``split`` scores (aligned with ``index_rows``) at the chosen thresholds; plots go to ``out_dir``.
 
-    ``load_image(image_id) -> uint8 (H, W)`` enables the galleries of missed defects and worst false positives.
+    ``load_image(image_id) -> uint8 (H, W)`` enables the galleries of missed defects and worst false positives
+    (both always written then, saying so when there are none); ``load_masks(image_id) -> bool (classes, H, W)``
+    outlines the defects in them. ``class_names`` ({id: name}) and ``split`` label the plots.
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     _check_inputs(index_rows, s, class_ids)
@@ -260,16 +335,28 @@ def evaluate(
     false_pos = scored.loc[(y == 0) & (flagged == 1), columns].sort_values("score", ascending=False)
 
     levels = {"patch": (y, s), "image": (image_y, image_s)}
-    plots = _curve_plots(levels, thresholds, out)
-    plots["score_histogram"] = _histogram_plot(rows, y, s, class_ids, thresholds, out)
-    if load_image is not None and not missed.empty:
-        plots["false_negatives"] = _gallery(
-            missed.head(GALLERY_MAX), load_image, f"Missed defects ({len(missed)})", out, "false_negatives"
+    names = {k: (class_names or {}).get(k, str(k)) for k in class_ids}
+    plots = {
+        "pr_curve": _pr_curve_plot(levels, thresholds, split, out),
+        "roc_curve": _roc_plot(levels, split, out),
+        "threshold_sweep": _threshold_sweep_plot(y, s, thresholds, split, out),
+        "score_histogram": _histogram_plot(rows, y, s, names, thresholds, split, out),
+    }
+    if load_image is not None:
+        at_pass = f"at t_pass {thresholds.t_pass:.4f}"
+        plots["false_negatives"] = (
+            _gallery(missed.head(GALLERY_MAX), load_image, load_masks,
+                     f"Missed defects, {split} split: {len(missed)} {at_pass} (defect outlined)", out,
+                     "false_negatives")
+            if not missed.empty
+            else _empty_gallery(f"No missed defects on the {split} split {at_pass}", out, "false_negatives")
         )
-    if load_image is not None and not false_pos.empty:
-        plots["false_positives"] = _gallery(
-            false_pos.head(GALLERY_MAX), load_image, f"Worst false positives ({len(false_pos)})", out,
-            "false_positives",
+        plots["false_positives"] = (
+            _gallery(false_pos.head(GALLERY_MAX), load_image, None,
+                     f"Worst false positives, {split} split: {len(false_pos)} clean patches {at_pass}", out,
+                     "false_positives")
+            if not false_pos.empty
+            else _empty_gallery(f"No false positives on the {split} split {at_pass}", out, "false_positives")
         )
     report = EvaluationReport(
         metrics=metrics, confusion={**confusion, **image_confusion}, missed=missed, images=images,

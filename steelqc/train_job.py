@@ -126,6 +126,8 @@ def evaluate_test(
         dataset.meta.class_ids,
         out_dir,
         load_image=dataset.load_image,
+        load_masks=dataset.masks,
+        class_names=dataset.meta.classes,
     )
 
 

@@ -128,6 +128,44 @@ def test_plots_and_galleries_are_written(tmp_path: Path) -> None:
     assert sorted(set(loaded)) == ["a", "b", "c", "d"]
 
 
+def _red_pixels(path: Path) -> int:
+    from matplotlib.image import imread
+
+    rgb = imread(path)[..., :3]
+    return int(((rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.3) & (rgb[..., 2] < 0.3)).sum())
+
+
+def test_missed_defect_gallery_outlines_the_defect(tmp_path: Path) -> None:
+    rows, scores = crafted_split()
+    image = np.full((SIZE, 5 * SIZE), 100, dtype=np.uint8)
+
+    def load_masks(image_id: str) -> np.ndarray:
+        masks = np.zeros((len(CLASS_IDS), SIZE, 5 * SIZE), dtype=bool)
+        masks[0, 20:30, 10:20] = True  # inside the first patch of every image: the missed ones of a and c
+        return masks
+
+    outlined = evaluate(rows, scores, THRESHOLDS, CLASS_IDS, tmp_path / "outlined", load_image=lambda _: image,
+                        load_masks=load_masks, class_names={1: "pits", 2: "marks", 3: "scratches", 4: "patches"})
+    plain = evaluate(rows, scores, THRESHOLDS, CLASS_IDS, tmp_path / "plain", load_image=lambda _: image)
+    assert _red_pixels(outlined.plots["false_negatives"]) > 20
+    assert _red_pixels(plain.plots["false_negatives"]) == 0
+
+
+def test_both_galleries_are_written_when_empty(tmp_path: Path) -> None:
+    rows, scores = crafted_split()
+    strict = Thresholds(t_pass=0.85, t_fail=0.9, recall_at_pass=1.0, recall_bound=0.9, precision_at_fail=1.0,
+                        specificity_at_pass=1.0, n_positives=10, n_negatives=30, bound_met=True, note="crafted")
+    catches_all = Thresholds(t_pass=0.19, t_fail=0.9, recall_at_pass=1.0, recall_bound=0.9, precision_at_fail=1.0,
+                             specificity_at_pass=0.5, n_positives=10, n_negatives=30, bound_met=True, note="crafted")
+    image = np.full((SIZE, 5 * SIZE), 100, dtype=np.uint8)
+    no_false_alarm = evaluate(rows, scores, strict, CLASS_IDS, tmp_path / "a", load_image=lambda _: image)
+    nothing_missed = evaluate(rows, scores, catches_all, CLASS_IDS, tmp_path / "b", load_image=lambda _: image)
+    assert no_false_alarm.metrics["patch_precision"] == 1.0 and nothing_missed.metrics["patch_recall"] == 1.0
+    for report in (no_false_alarm, nothing_missed):
+        assert {"false_negatives", "false_positives"} <= set(report.plots)
+        assert all(report.plots[name].read_bytes()[:4] == b"\x89PNG" for name in ("false_negatives", "false_positives"))
+
+
 def test_thresholds_chosen_on_validation_evaluate_cleanly(tmp_path: Path) -> None:
     rows, scores = crafted_split()
     t = choose_thresholds(rows["label"], scores, ThresholdSettings(recall_target=0.8, confidence=None))
