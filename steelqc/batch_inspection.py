@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
+from steelqc.batch_report import write_batch_report
 from steelqc.data.errors import DataError, DatasetError
 from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, decode_image_bytes, encode_png
 from steelqc.data.storage import LocalStorage, Storage, open_storage
@@ -31,20 +33,36 @@ from steelqc.thresholds import FAIL, HOLD, PASS
 
 ERROR = "ERROR"
 DECISION_COLUMNS = ("image", "decision", "worst_score", "worst_patch_y", "worst_patch_x", "patch_scores", "error")
+#: Which model decided, with which thresholds and how, and when: the same on every row of a batch.
+PROVENANCE_COLUMNS = ("decided_at", "model_uri", "model_version", "runtime", "mode", "t_pass", "t_fail")
 OVERLAY_DIR = "overlays"
+#: How a batch was scored today: the Inspector tiles each image into patches and an image is its worst patch.
+PATCH_MODE = "patches"
+
+
+@dataclass(frozen=True)
+class DecidedBy:
+    """The model that decides a batch, as recorded beside every decision and on the batch report."""
+
+    model_uri: str
+    model_version: str | None = None
+    runtime: str = "keras"
+    mode: str = PATCH_MODE
+    card: Mapping[str, str] = field(default_factory=dict)  # the registered version's tags (metrics, lineage)
 
 
 @dataclass
 class BatchResult:
     """What one batch run decided and where it wrote it."""
 
-    decisions: pd.DataFrame  # DECISION_COLUMNS, one row per image in source order
+    decisions: pd.DataFrame  # DECISION_COLUMNS + PROVENANCE_COLUMNS, one row per image in source order
     csv_path: Path
     json_path: Path
     overlays: list[Path]
     seconds: float
     patch_log_file: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    report_path: Path | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -158,18 +176,20 @@ def inspect_batch(
     endpoint_url: str | None = None,
     model_version: str | None = None,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    decided_by: DecidedBy | None = None,
 ) -> BatchResult:
-    """Decide on every image under ``source``; write ``decisions.csv``, ``decisions.json`` and overlays.
+    """Decide on every image under ``source``; write ``decisions.csv``, ``decisions.json``, overlays and
+    ``report.html`` (counts, the worst images, the model card).
 
     ``image_size`` (height, width) makes other sizes ERROR rows, as does an image over ``max_image_pixels``
     (refused before decoding, whatever ``image_size`` says). With a ``patch_log`` every inspected
     patch is appended with its features and score, and with a ``reducer`` also its reduced embedding,
     taken from the same forward pass; ``model_version`` is recorded on each logged row so monitoring
-    compares a version only with its own reference.
+    compares a version only with its own reference. ``decided_by`` names the model on every row and in the report.
     """
     if workers < 1 or batch_images < 1:
         raise ValueError("workers and batch_images must be at least 1")
-    started = time.perf_counter()
+    started, decided_at = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
     storage, names = list_images(source, endpoint_url)
     out = Path(out_dir)
     (out / OVERLAY_DIR).mkdir(parents=True, exist_ok=True)
@@ -181,7 +201,7 @@ def inspect_batch(
         else inspector
     )
     rows: list[dict[str, object]] = []
-    overlays: list[Path] = []
+    overlays: dict[str, Path] = {}
     logged: list[pd.DataFrame] = []
     geometry = (inspector.patch_size, inspector.stride, inspector.pad_mode) if patch_log is not None else None
     loaded = ordered_parallel_map(
@@ -204,14 +224,32 @@ def inspect_batch(
             if result.decision in (HOLD, FAIL):
                 path = out / OVERLAY_DIR / f"{item.name}.overlay.png"
                 path.write_bytes(encode_png(heatmap_overlay(item.pixels, result, inspector.patch_size)))
-                overlays.append(path)
+                overlays[item.name] = path
     decisions = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
     decisions[["worst_patch_y", "worst_patch_x"]] = decisions[["worst_patch_y", "worst_patch_x"]].astype("Int64")
+    decisions = decisions.assign(**_provenance(decided_by, inspector, decided_at))
     csv_path, json_path = _write_decisions(decisions, out)
     # Appended last and once: a retried run rewrites the decisions but never logs its patches twice.
     log_file = patch_log.append(pd.concat(logged, ignore_index=True)) if patch_log is not None and logged else None
     counts = {k: int((decisions["decision"] == k).sum()) for k in (PASS, HOLD, FAIL, ERROR)}
-    return BatchResult(decisions, csv_path, json_path, overlays, time.perf_counter() - started, log_file, counts)
+    report = write_batch_report(decisions, overlays, out, decided_by.card if decided_by else None)
+    return BatchResult(
+        decisions, csv_path, json_path, list(overlays.values()), time.perf_counter() - started, log_file, counts,
+        report,
+    )
+
+
+def _provenance(decided_by: DecidedBy | None, inspector: Inspector, decided_at: str) -> dict[str, object]:
+    """The :data:`PROVENANCE_COLUMNS` of a batch (model fields empty when the caller named no model)."""
+    return {
+        "decided_at": decided_at,
+        "model_uri": decided_by.model_uri if decided_by else "",
+        "model_version": (decided_by.model_version or "") if decided_by else "",
+        "runtime": decided_by.runtime if decided_by else "",
+        "mode": decided_by.mode if decided_by else PATCH_MODE,
+        "t_pass": inspector.thresholds.t_pass,
+        "t_fail": inspector.thresholds.t_fail,
+    }
 
 
 def _log_frame(

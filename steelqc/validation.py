@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from collections import defaultdict
@@ -337,10 +338,16 @@ def compute_data_hash(labels: pd.DataFrame, image_sha1: Mapping[str, str]) -> st
     return digest.hexdigest()
 
 
+def run_name(meta: DatasetMeta, mode: Mode, input_hash: str) -> str:
+    """The GX run name of a validation (Data Docs list it, and use it as a folder): dataset, mode, input hash."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", meta.name).strip("-") or "dataset"
+    return f"{name}-{mode}-{input_hash[:12]}"
+
+
 class _SuiteRunner:
     """One ephemeral GX context per validation: suites, a pandas datasource, Data Docs in ``docs_dir``."""
 
-    def __init__(self, docs_dir: Path, parameters: dict[str, Any]) -> None:
+    def __init__(self, docs_dir: Path, parameters: dict[str, Any], run_name: str) -> None:
         import great_expectations as gx
         from great_expectations.data_context.types.base import (
             DataContextConfig,
@@ -348,15 +355,11 @@ class _SuiteRunner:
             ProgressBarsConfig,
         )
 
+        from steelqc.data_docs import offline_site
+
         config = DataContextConfig(
             store_backend_defaults=InMemoryStoreBackendDefaults(),
-            data_docs_sites={
-                _DOCS_SITE: {
-                    "class_name": "SiteBuilder",
-                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                }
-            },
+            data_docs_sites={_DOCS_SITE: offline_site(docs_dir)},
             progress_bars=ProgressBarsConfig(globally=False),
             analytics_enabled=False,
         )
@@ -364,6 +367,7 @@ class _SuiteRunner:
         self.source = self.context.data_sources.add_pandas("steelqc")
         self.suites = {suite.name: self.context.suites.add(suite) for suite in build_suites()}
         self.parameters = parameters
+        self.run_name = run_name
 
     def run(self, name: str, table: pd.DataFrame) -> ExpectationSuiteValidationResult:
         import great_expectations as gx
@@ -376,7 +380,13 @@ class _SuiteRunner:
         checkpoint = self.context.checkpoints.add(
             gx.Checkpoint(name=name, validation_definitions=[definition], result_format=result_format)
         )
-        outcome = checkpoint.run(batch_parameters={"dataframe": table}, expectation_parameters=self.parameters)
+        from great_expectations.core.run_identifier import RunIdentifier
+
+        outcome = checkpoint.run(
+            batch_parameters={"dataframe": table},
+            expectation_parameters=self.parameters,
+            run_id=RunIdentifier(run_name=self.run_name),
+        )
         return next(iter(outcome.run_results.values()))
 
     def build_docs(self) -> None:
@@ -631,10 +641,13 @@ def _validate_into(
     labels = dataset.labels
     images = scan_images(dataset, workers=workers, scanned=scanned)
     labels_batch = label_table(labels)
+    present = images[images["exists"]]
+    hashes = dict(zip(present["file"], present["byte_sha1"], strict=True))
+    input_hash = compute_data_hash(labels, hashes)
     timings["scan_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    runner = _SuiteRunner(docs_dir, suite_parameters(dataset.meta, settings))
+    runner = _SuiteRunner(docs_dir, suite_parameters(dataset.meta, settings), run_name(dataset.meta, mode, input_hash))
     failures = _failures("labels", runner.run("labels", labels_batch))
     failures += _failures("images", runner.run("images", images))
 
@@ -646,15 +659,13 @@ def _validate_into(
 
     critical = [f for f in failures if f.severity == "critical"]
     success = not critical if mode == "fail" else not any(f.suite == "dataset" for f in critical)
-    present = images[images["exists"]]
-    hashes = dict(zip(present["file"], present["byte_sha1"], strict=True))
     same_pixels = images.dropna(subset=["pixel_sha1"]).groupby("pixel_sha1")["file"].apply(sorted)
     result = ValidationResult(
         success=success,
         mode=mode,
         root=dataset.root,
         data_hash=compute_data_hash(kept_labels, {i: hashes[i] for i in kept_image_ids}),
-        input_hash=compute_data_hash(labels, hashes),
+        input_hash=input_hash,
         n_images=len(dataset.image_ids),
         n_label_rows=len(labels),
         n_rejected_rows=len(labels) - len(kept_labels),

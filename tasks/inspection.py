@@ -12,7 +12,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from steelqc.batch_inspection import inspect_batch
+from steelqc.batch_inspection import DecidedBy, inspect_batch
 from steelqc.config import Settings
 from steelqc.inference import Inspector
 from steelqc.monitoring import MonitoringDataError, model_reference, patch_log_of
@@ -53,12 +53,14 @@ def inspect_images(
         patch_log=patch_log_of(settings) if log_patches else None, reducer=reducer, image_size=image_size,
         endpoint_url=settings.data.s3_endpoint_url, model_version=meta.version,
         max_image_pixels=settings.data.max_image_pixels,
+        decided_by=DecidedBy(meta.uri, meta.version, meta.runtime, card=meta.tags or {}),
     )  # fmt: skip
     errors = result.decisions[result.decisions["decision"] == "ERROR"]
     return {
         "counts": result.counts,
         "decisions_csv": str(result.csv_path),
         "decisions_json": str(result.json_path),
+        "report": str(result.report_path),
         "overlays": len(result.overlays),
         "errors": errors[["image", "error"]].to_dict(orient="records"),
         "images_per_second": round(result.images_per_second, 2),

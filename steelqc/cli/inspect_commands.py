@@ -47,7 +47,7 @@ def _parse_date(text: str | None, flag: str) -> date | None:
 @app.command()
 def inspect(
     path: str = typer.Argument(..., help="An image file, a folder of images or an s3://bucket/prefix"),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for decisions.csv/.json and overlays/"),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for decisions.csv/.json, report.html and overlays/"),
     model: str | None = ModelOption,
     workers: int = typer.Option(4, min=1, help="Threads reading and decoding images"),
     batch_images: int = typer.Option(8, min=1, help="Images whose patches share model batches"),
@@ -58,7 +58,7 @@ def inspect(
     sets: list[str] | None = SetOption,
 ) -> None:
     """Decide PASS / HOLD / FAIL for every image; bad images are listed with their reason, never skipped."""
-    from steelqc.batch_inspection import inspect_batch
+    from steelqc.batch_inspection import DecidedBy, inspect_batch
     from steelqc.monitoring import MonitoringDataError, model_reference, patch_log_of
     from steelqc.promotion import champion_uri
     from steelqc.registry import configure_tracking, load_inspector
@@ -84,6 +84,7 @@ def inspect(
         inspect_batch, inspector, path, out, workers=workers, batch_images=batch_images, patch_log=patch_log,
         reducer=reducer, image_size=size, endpoint_url=settings.data.s3_endpoint_url, model_version=meta.version,
         max_image_pixels=settings.data.max_image_pixels,
+        decided_by=DecidedBy(model, meta.version, meta.runtime, card=meta.tags or {}),
     )  # fmt: skip
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     console.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}, {meta.runtime}): {counts}")
@@ -92,6 +93,7 @@ def inspect(
     console.print(
         f"decisions: {result.csv_path} and {result.json_path}; {len(result.overlays)} overlays in {out / 'overlays'}"
     )
+    console.print(f"report: {result.report_path} (open in a browser)")
     if result.patch_log_file:
         console.print(f"patch log: {result.patch_log_file}")
     console.print(f"{result.images_per_second:.1f} images/s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -274,6 +275,10 @@ def test_generated_dataset_validates_clean(synthetic_dataset: Path, tmp_path: Pa
     pages = list((tmp_path / "report" / "data_docs" / "validations").rglob("*.html"))
     assert len(pages) == 3  # one validation page per suite
     assert result.data_hash == result.input_hash and len(result.data_hash) == 64
+    # Data Docs open offline (no script or stylesheet from a CDN) and name the run by dataset, mode and input
+    for page in [result.docs_index, *pages]:
+        assert not re.search(r"<(script|link)[^>]*(src|href)=.https?://", page.read_text()), page
+    assert {page.parts[-3] for page in pages} == {f"synthetic-severstal-fail-{result.input_hash[:12]}"}
 
 
 def test_fail_mode_rejects_the_dataset_on_one_bad_row(synthetic_dataset: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steelqc.batch_inspection import DECISION_COLUMNS, inspect_batch, list_images
+from steelqc.batch_inspection import DECISION_COLUMNS, PROVENANCE_COLUMNS, DecidedBy, inspect_batch, list_images
 from steelqc.config import ModelSettings, MonitoringSettings
 from steelqc.data.errors import DatasetError
 from steelqc.data.images import encode_jpeg, encode_png, read_image
@@ -50,15 +50,30 @@ def test_real_sample_images_all_decode_and_decisions_are_written(
     # thresholds between the images' worst scores, so all three decisions occur
     inspector = _inspector(model, t_pass=(worst[2] + worst[3]) / 2, t_fail=(worst[6] + worst[7]) / 2)
 
-    result = inspect_batch(inspector, images, tmp_path, workers=2, batch_images=3, image_size=SIZE)
+    decided_by = DecidedBy("models:/steelqc/7", "7", "keras", card={"recall": "0.990000", "data_hash": "abc123"})
+    result = inspect_batch(
+        inspector, images, tmp_path, workers=2, batch_images=3, image_size=SIZE, decided_by=decided_by
+    )
 
-    decisions = pd.read_csv(result.csv_path)
-    assert list(decisions.columns) == list(DECISION_COLUMNS)
+    decisions = pd.read_csv(result.csv_path, dtype={"model_version": str})
+    assert list(decisions.columns) == [*DECISION_COLUMNS, *PROVENANCE_COLUMNS]
+    provenance = decisions[list(PROVENANCE_COLUMNS)].drop_duplicates()
+    assert len(provenance) == 1  # one model, one moment for the whole batch
+    assert provenance.iloc[0][["model_uri", "model_version", "runtime", "mode"]].tolist() == [
+        "models:/steelqc/7", "7", "keras", "patches"]  # fmt: skip
+    assert provenance.iloc[0]["t_pass"] == pytest.approx(inspector.thresholds.t_pass)
+    assert provenance.iloc[0]["t_fail"] == pytest.approx(inspector.thresholds.t_fail)
+    assert pd.Timestamp(provenance.iloc[0]["decided_at"]).tzinfo is not None
+    page = result.report_path.read_text() if result.report_path else ""
+    assert "Batch inspection: 10 images" in page and "models:/steelqc/7" in page and "abc123" in page
+    shown = {line.split('src="', 1)[1].split('"', 1)[0] for line in page.split("<img")[1:]}
+    assert shown and all((tmp_path / src).is_file() and src.startswith("overlays/") for src in shown)
     assert sorted(decisions["image"]) == sorted(p.name for p in images.iterdir())
     assert result.counts == {"PASS": 3, "HOLD": 4, "FAIL": 3, "ERROR": 0}
     assert decisions["error"].isna().all()
     records = json.loads(result.json_path.read_text())
     assert len(records) == 10 and all(len(r["patch_scores"]) == 12 for r in records)
+    assert all(r["model_version"] == "7" and r["model_uri"] == "models:/steelqc/7" for r in records)
     for record in records:
         best = max(record["patch_scores"], key=lambda p: p["score"])
         assert (best["y"], best["x"]) == (record["worst_patch_y"], record["worst_patch_x"])
