@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, chromium_page
 
 from steelqc.config import ValidationSettings
 from steelqc.data.dataset import LABELS_FILE, Dataset
 from steelqc.validation import validate_dataset
+
+from browser import CHROMIUM, chromium_page
 
 pytestmark = [
     pytest.mark.slow,
