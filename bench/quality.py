@@ -27,15 +27,15 @@ ARMS = {
     "lite0": ["--set", "model.backbone=efficientnet_lite0", "--set", "model.weights=imagenet"],
     "small_cnn": ["--set", "model.backbone=small_cnn", "--set", "model.weights=none"],
 }
-COLUMNS = (
-    ("image_recall", "recall"),
-    ("image_precision", "precision"),
-    ("image_specificity", "specificity"),
-    ("image_pr_auc", "PR-AUC"),
-    ("image_roc_auc", "ROC-AUC"),
-    ("image_hold_rate", "HOLD"),
-    ("image_fail_rate", "FAIL"),
-    ("val_recall_bound", "val bound"),
+COLUMNS = (  # MLflow metric names: the split they were measured on, then the metric
+    ("test/image_recall", "recall"),
+    ("test/image_precision", "precision"),
+    ("test/image_specificity", "specificity"),
+    ("test/image_pr_auc", "PR-AUC"),
+    ("test/image_roc_auc", "ROC-AUC"),
+    ("test/image_hold_rate", "HOLD"),
+    ("test/image_fail_rate", "FAIL"),
+    ("val/recall_bound", "val bound"),
 )
 REGISTERED = re.compile(r"registered: \S+ v(\d+) \(MLflow run (\w+)\)")
 

@@ -23,7 +23,9 @@ from mlflow.tracking import MlflowClient
 
 from steelqc.config import Settings
 from steelqc.gate import GateDecision
-from steelqc.tracking import ensure_experiment, experiment_name
+from steelqc.gate_evidence import EVIDENCE_DIR, evidence_html, evidence_markdown
+from steelqc.registry import version_description
+from steelqc.tracking import ensure_experiment, experiment_name, metrics_on_test_split
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
@@ -156,10 +158,14 @@ def record_decision(settings: Settings, record: PromotionRecord, evidence: dict[
 def record_gate(
     settings: Settings, version: str, decision: GateDecision, *, flow_run_id: str | None = None
 ) -> PromotionRecord:
-    """Tag the version with the gate's verdict (pending approval when it passed) and record it."""
+    """Tag the version with the gate's verdict (pending approval when it passed) and record it.
+
+    The evidence also goes, as a side-by-side table, to the version's run (``gate/evidence.md`` and ``.html``)
+    and the verdict into the version's description, where people look first.
+    """
     client = _client(settings)
     name = settings.tracking.registered_model
-    _version(client, name, version)
+    registered = _version(client, name, version)
     tags = {
         TAG_GATE: "passed" if decision.passed else "failed",
         TAG_GATE_REASON: decision.reason[:4900],
@@ -171,6 +177,12 @@ def record_gate(
         tags[TAG_FLOW_RUN] = flow_run_id
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    if registered.run_id:
+        client.log_text(registered.run_id, evidence_markdown(decision, version), f"{EVIDENCE_DIR}/evidence.md")
+        client.log_text(registered.run_id, evidence_html(decision, version), f"{EVIDENCE_DIR}/evidence.html")
+    verdict = f"{tags[TAG_GATE]}: {decision.reason}"
+    described = version_description({**registered.tags, **tags}, gate=verdict)
+    client.update_model_version(name, version, description=described)
     record = PromotionRecord(
         "gate", version, decision.champion_version, "gate", decision.rule,
         "passed" if decision.passed else f"failed: {decision.reason}", _now(),
@@ -335,5 +347,5 @@ def champion_card(settings: Settings) -> dict[str, Any] | None:
         "promoted_at": tags.get("promoted_at") or tags.get(TAG_APPROVED_AT),
         "approved_by": tags.get(TAG_APPROVED_BY),
         "run_id": version.run_id,
-        "test_metrics": {k: v for k, v in metrics.items() if k.startswith(("patch_", "image_"))},
+        "test_metrics": {k: v for k, v in metrics_on_test_split(metrics).items() if k.startswith(("patch_", "image_"))},
     }

@@ -26,7 +26,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 import steelqc
 from steelqc.config import PatchSettings
-from steelqc.pyfunc_io import OUTPUT_SIGNATURE, images_from_model_input, results_frame
+from steelqc.pyfunc_io import INPUT_SIGNATURE, OUTPUT_SIGNATURE, images_from_model_input, results_frame
 from steelqc.registry import registered_version
 from steelqc.runtimes import AUTO, EXPORTS_DIR, KERAS, ExportedModel, choose_runtime
 from steelqc.thresholds import Thresholds
@@ -128,9 +128,9 @@ def log_pyfunc_model(
 ) -> ModelInfo:
     """Log the Keras model + thresholds + geometry as the ``model`` pyfunc of the active run.
 
-    The signature names the outputs only: inputs are deliberately polymorphic (bytes, base64, arrays),
-    which a column or tensor input schema would reject. steelqc's code travels with the model
-    (``code_paths``) so a serving environment needs only the pinned packages.
+    The signature declares the input (:data:`~steelqc.pyfunc_io.INPUT_SIGNATURE`, a column ``image`` of encoded
+    images) and the output; ``example_image`` becomes the input example, PNG-encoded. steelqc's code travels
+    with the model (``code_paths``) so a serving environment needs only the pinned packages.
     """
     from steelqc.data.images import encode_png
 
@@ -150,7 +150,7 @@ def log_pyfunc_model(
                 "geometry": str(geometry_path),
             },
             code_paths=[str(Path(steelqc.__file__).parent)],
-            signature=ModelSignature(inputs=None, outputs=OUTPUT_SIGNATURE),
+            signature=ModelSignature(inputs=INPUT_SIGNATURE, outputs=OUTPUT_SIGNATURE),
             input_example=pd.DataFrame({"image": [encode_png(example_image)]}),
             pip_requirements=pip_requirements(),
             model_config={RUNTIME_CONFIG_KEY: AUTO},  # logged, so load_model(model_config=...) may override it

@@ -1,7 +1,8 @@
 """The steelqc pyfunc's input and output format: what callers and ``mlflow models serve`` send, what comes back.
 
-Inputs are polymorphic on purpose (encoded bytes, base64 text from JSON serving, pixel arrays); the output is
-one row per image with its decision, worst patch and every patch's score. Batch inspection writes the same rows.
+The logged signature declares one input column, ``image``: encoded bytes, base64 text from JSON serving, or (from
+Python) pixel arrays in that column; the output is one row per image with its decision, worst patch and every
+patch's score. Batch inspection writes the same rows.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from steelqc.data.errors import ImageDecodeError
 if TYPE_CHECKING:
     from steelqc.inference import ImageResult
 
+#: One column of images: encoded PNG/JPEG bytes (base64 text in JSON serving, which MLflow decodes for a
+#: binary column), or pixel arrays passed in a DataFrame or dict from Python.
+INPUT_SIGNATURE = Schema([ColSpec("binary", "image")])
 OUTPUT_SIGNATURE = Schema(
     [
         ColSpec("string", "decision"),

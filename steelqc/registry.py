@@ -38,9 +38,29 @@ def version_tags(metrics: Mapping[str, float], thresholds: Thresholds, data_hash
     }
 
 
+def version_description(tags: Mapping[str, str], gate: str | None = None) -> str:
+    """A version's description (markdown, shown first in MLflow's UI): headline test metrics, operating points,
+    lineage and the gate's verdict (``gate``, e.g. ``passed: recall holds against champion v3``)."""
+
+    def line(title: str, names: tuple[str, ...]) -> str | None:
+        values = [f"{name.removeprefix('image_')} {tags[name]}" for name in names if tags.get(name)]
+        return f"- **{title}**: " + " · ".join(values) if values else None
+
+    lines = [
+        line("test, patch level at t_pass", ("recall", "precision", "specificity")),
+        line("test, image level at t_pass", IMAGE_METRIC_TAGS),
+        line("operating points (chosen on validation)", ("t_pass", "t_fail", "recall_bound")),
+        line("lineage", ("data_hash", "git_commit")),
+        f"- **gate**: {gate or 'not run yet'}",
+    ]
+    return "\n".join(entry for entry in lines if entry)
+
+
 def register_version(model_uri: str, name: str, tags: Mapping[str, str]) -> ModelVersion:
-    """Register ``model_uri`` as a new version of ``name`` (created if needed) carrying ``tags``."""
-    return mlflow.register_model(model_uri, name, tags=dict(tags))
+    """Register ``model_uri`` as a new version of ``name`` (created if needed) carrying ``tags`` and a
+    :func:`version_description` of them."""
+    registered = mlflow.register_model(model_uri, name, tags=dict(tags))
+    return MlflowClient().update_model_version(name, registered.version, description=version_description(tags))
 
 
 def registered_version(model_uri: str) -> ModelVersion | None:

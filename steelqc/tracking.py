@@ -31,6 +31,12 @@ SERVER_SCHEMES = {"http", "https", "databricks"}
 # Short by default so an unreachable server fails in seconds, not after MLflow's 7 retries with backoff.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 REACHABILITY_TIMEOUT_S = 5.0
+#: MLflow 3's UI opens an experiment by its kind; without this tag it guesses, and shows GenAI "Traces" first.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"  # the UI's value for classic training runs (not GenAI)
+DESCRIPTION_TAG = "mlflow.note.content"  # what MLflow's UI shows as a run's description
+#: Metric names start with the split they were measured on; MLflow's UI groups its charts by that prefix.
+TRAIN, VAL, TEST = "train/", "val/", "test/"
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -85,22 +91,26 @@ def ensure_experiment(settings: Settings, subject: str) -> str:
     """The id of experiment :func:`experiment_name`, created on first use; the one place experiments are made.
 
     A local store (SQLite, a folder) keeps the artefacts under the state dir; a server decides where they go.
+    Every experiment is tagged a model-development experiment (:data:`EXPERIMENT_KIND_TAG`), older ones too.
     """
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     name = experiment_name(settings.tracking, subject)
     existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    artifact_location = None
-    if not is_server_uri(settings.mlflow_tracking_uri):
-        artifact_location = (settings.mlflow_artifact_root / name).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:  # created concurrently by another run
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if existing is None:
+        artifact_location = None
+        if not is_server_uri(settings.mlflow_tracking_uri):
+            artifact_location = (settings.mlflow_artifact_root / name).as_uri()
+        try:
+            return client.create_experiment(
+                name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}
+            )
+        except MlflowException:  # created concurrently by another run
+            existing = client.get_experiment_by_name(name)
+            if existing is None:
+                raise
+    if existing.tags.get(EXPERIMENT_KIND_TAG) != MODEL_DEVELOPMENT:
+        client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
+    return existing.experiment_id
 
 
 # --- what a run records ------------------------------------------------------------------------------
@@ -121,11 +131,55 @@ def flatten_settings(settings: Settings) -> dict[str, str]:
     return flat
 
 
+def run_name(job: str, dataset_name: str, settings: Settings) -> str:
+    """Job, data, backbone at its input size and profile: ``train magnetic-tile lite0@224 (real)``."""
+    backbone = settings.model.backbone.replace("efficientnet_", "")
+    return f"{job} {dataset_name} {backbone}@{settings.model.input_size} ({settings.profile})"
+
+
+def run_description(job: str, dataset_name: str, source: str, settings: Settings) -> str:
+    """A run's description (markdown): what was trained on which data, with which model and profile."""
+    model, train, patches, t = settings.model, settings.train, settings.patches, settings.thresholds
+    bound = f" at {t.confidence:.0%} confidence (Clopper–Pearson)" if t.confidence is not None else ""
+    return "\n".join(
+        [
+            f"**{job}** on **{dataset_name}** (`{source}`) with profile **{settings.profile}**.",
+            "",
+            f"- backbone: `{model.backbone}`, weights `{model.weights}`, input {model.input_size} px, "
+            f"{model.fine_tune_blocks} blocks fine-tuned",
+            f"- patches: {patches.size} px at stride {patches.stride}; split by image, "
+            f"val {patches.val_fraction:.0%}, test {patches.test_fraction:.0%}",
+            f"- training: {train.epochs_frozen} frozen + {train.epochs_finetune} fine-tuning epochs, "
+            f"batch {train.batch_size}, best epoch by val/pr_auc",
+            f"- t_pass: patch recall ≥ {t.recall_target} on validation{bound}; "
+            f"t_fail: precision ≥ {t.precision_target}",
+            "- metrics: `train/…` and `val/…` per epoch, `val/…` for the thresholds, "
+            "`test/…` at t_pass on the test split",
+        ]
+    )
+
+
+def epoch_metric_name(keras_name: str) -> str:
+    """Keras' ``val_pr_auc`` → ``val/pr_auc``, ``loss`` → ``train/loss``: every epoch curve names its split."""
+    return VAL + keras_name.removeprefix("val_") if keras_name.startswith("val_") else TRAIN + keras_name
+
+
 def log_epoch_metrics(epoch: int, logs: Mapping[str, Any]) -> None:
     """Log one epoch's numeric Keras logs at step ``epoch`` (training's ``on_epoch_end`` callback)."""
-    numeric = {key: float(value) for key, value in logs.items() if isinstance(value, (int, float, np.number))}
+    numeric = {
+        epoch_metric_name(key): float(value)
+        for key, value in logs.items()
+        if isinstance(value, (int, float, np.number))
+    }
     if numeric:
         mlflow.log_metrics(numeric, step=int(epoch))
+
+
+def metrics_on_test_split(run_metrics: Mapping[str, float]) -> dict[str, float]:
+    """A run's test-split metrics without their prefix (``test/patch_recall`` → ``patch_recall``), as the
+    evaluation report names them; a run logged before the prefixes gives its ``patch_…``/``image_…`` metrics."""
+    found = {name.removeprefix(TEST): value for name, value in run_metrics.items() if name.startswith(TEST)}
+    return found or {name: value for name, value in run_metrics.items() if name.startswith(("patch_", "image_"))}
 
 
 def dataset_source(root: str) -> DatasetSource:
@@ -155,9 +209,19 @@ def log_lineage(
     mlflow.log_input(patch_dataset, context="training", tags={"data_hash": data_hash})
 
 
+#: Evaluation keys that are not measurements of the split (the thresholds are logged as ``val/t_pass`` …).
+NOT_MEASURED = ("t_pass", "t_fail")
+
+
 def log_evaluation(metrics: Mapping[str, float], report_json: str, plots: Sequence[str | Path]) -> None:
-    """The test-split metrics, the full report and its plots on the active run."""
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+    """The test-split metrics (``test/…``), the full report and its plots on the active run."""
+    mlflow.log_metrics(
+        {
+            TEST + k: float(v)
+            for k, v in metrics.items()
+            if k not in NOT_MEASURED and v is not None and np.isfinite(v)
+        }
+    )
     mlflow.log_text(report_json, "evaluation/report.json")
     for plot in plots:
         mlflow.log_artifact(str(plot), "evaluation/plots")

@@ -30,6 +30,9 @@ from steelqc.pyfunc import load_inspector, log_pyfunc_model
 from steelqc.registry import register_version, version_tags
 from steelqc.thresholds import Thresholds, choose_thresholds
 from steelqc.tracking import (
+    DESCRIPTION_TAG,
+    TRAIN,
+    VAL,
     configure_tracking,
     ensure_experiment,
     flatten_settings,
@@ -37,6 +40,8 @@ from steelqc.tracking import (
     log_epoch_metrics,
     log_evaluation,
     log_lineage,
+    run_description,
+    run_name,
 )
 from steelqc.training import TrainingRecord, TrainResult, predict_split, train_model
 from steelqc.validation import ValidationResult, validate_dataset
@@ -129,14 +134,18 @@ def evaluate_test(
     )
 
 
-def log_run_start(settings: Settings, job: str, work_dir: Path, tags: Mapping[str, str] | None = None) -> None:
-    """What a training run records first, on the active run: the whole config, the job, commit and work folder.
+def log_run_start(
+    settings: Settings, job: str, work_dir: Path, data: tuple[str, str], tags: Mapping[str, str] | None = None
+) -> None:
+    """What a training run records first, on the active run: the whole config, the job, commit and work folder,
+    and a description naming the data (``data`` = dataset name and where it lives), backbone and profile.
 
     ``steelqc train`` and the retraining flow both call this, :func:`~steelqc.tracking.log_lineage`,
     :func:`log_training` and :func:`log_and_register`, so their runs and versions carry the same records.
     """
     mlflow.log_params(flatten_settings(settings))
-    mlflow.set_tags({"job": job, "git_commit": git_commit(), "work_dir": str(work_dir), **(tags or {})})
+    described = {DESCRIPTION_TAG: run_description(job, *data, settings)}
+    mlflow.set_tags({"job": job, "git_commit": git_commit(), "work_dir": str(work_dir), **described, **(tags or {})})
 
 
 def log_training(record: TrainingRecord, thresholds: Thresholds) -> None:
@@ -144,14 +153,14 @@ def log_training(record: TrainingRecord, thresholds: Thresholds) -> None:
     mlflow.log_params({f"class_weight.{k}": f"{v:.6f}" for k, v in record.class_weights.items()})
     mlflow.log_metrics(
         {
-            "best_epoch": record.best_epoch,
-            "best_stage": record.stage,
-            "best_val_pr_auc": record.best_val_pr_auc,
-            "t_pass": thresholds.t_pass,
-            "t_fail": thresholds.t_fail,
-            "val_recall_at_pass": thresholds.recall_at_pass,
-            "val_recall_bound": thresholds.recall_bound,
-            "val_specificity_at_pass": thresholds.specificity_at_pass,
+            f"{TRAIN}best_epoch": record.best_epoch,
+            f"{TRAIN}best_stage": record.stage,
+            f"{VAL}best_pr_auc": record.best_val_pr_auc,
+            f"{VAL}t_pass": thresholds.t_pass,  # chosen on the validation split
+            f"{VAL}t_fail": thresholds.t_fail,
+            f"{VAL}recall_at_pass": thresholds.recall_at_pass,
+            f"{VAL}recall_bound": thresholds.recall_bound,
+            f"{VAL}specificity_at_pass": thresholds.specificity_at_pass,
         }
     )
     mlflow.set_tags({"thresholds.bound_met": str(thresholds.bound_met), "thresholds.note": thresholds.note[:5000]})
@@ -192,8 +201,8 @@ def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | Non
     dataset = Dataset.configured(data_root, settings.data)
     work = work_dir or settings.state_dir / "runs" / datetime.now(UTC).strftime("train-%Y%m%dT%H%M%S%fZ")
     experiment_id = ensure_experiment(settings, dataset.meta.name)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{dataset.meta.name}") as run:
-        log_run_start(settings, "train", work)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name("train", dataset.meta.name, settings)) as run:
+        log_run_start(settings, "train", work, (dataset.meta.name, dataset.root))
         validation, clean = validate(dataset, settings, work / "validation")
         index = make_patch_index(clean, settings, work / "patch_index.parquet")
         log_lineage(validation.data_hash, validation.lineage(), index, clean.root, dataset.meta.name)

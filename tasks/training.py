@@ -20,7 +20,7 @@ from steelqc.config import Settings
 from steelqc.evaluation import EvaluationReport
 from steelqc.gate import GateDecision, RecallBound, gate
 from steelqc.thresholds import Thresholds
-from steelqc.tracking import configure_tracking, ensure_experiment, log_lineage
+from steelqc.tracking import configure_tracking, ensure_experiment, log_lineage, run_name
 from steelqc.training import predict_split
 from steelqc.validation import load_manifest
 from tasks.data import RESUMABLE, clean_dataset
@@ -38,9 +38,10 @@ def start_run(
     """Open the MLflow run every later task logs into: full config, lineage, git commit, the Prefect run."""
     configure_tracking(settings)
     experiment_id = ensure_experiment(settings, validation["dataset_name"])
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"retrain-{validation['dataset_name']}") as run:
-        train_job.log_run_start(settings, "retrain", work_dir, {"prefect.flow_run_id": flow_run_id})
-        root = load_manifest(validation["manifest_path"])[0]
+    name = validation["dataset_name"]
+    root = load_manifest(validation["manifest_path"])[0]
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name("retrain", name, settings)) as run:
+        train_job.log_run_start(settings, "retrain", work_dir, (name, root), {"prefect.flow_run_id": flow_run_id})
         log_lineage(validation["data_hash"], validation["summary"], index, root, validation["dataset_name"])
     return run.info.run_id
 

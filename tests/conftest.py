@@ -123,7 +123,7 @@ def tiny_champion_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         keras.utils.set_random_seed(0)
         model = build_model(settings.model, settings.patches.size)
         with mlflow.start_run(experiment_id=ensure_experiment(settings, "tiny")):
-            mlflow.log_metrics(metrics)
+            mlflow.log_metrics({f"test/{name}": value for name, value in metrics.items()})
             info = log_pyfunc_model(model, thresholds, settings.patches, np.zeros((256, 1600), np.uint8))
         name = settings.tracking.registered_model
         version = str(

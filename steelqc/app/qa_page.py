@@ -20,6 +20,7 @@ from steelqc import promotion
 from steelqc.app.champion import render_model_card
 from steelqc.config import Settings
 from steelqc.gate import REPORTED_METRICS
+from steelqc.tracking import metrics_on_test_split
 
 #: Written by ``evaluation.evaluate`` and logged by ``tracking.log_evaluation`` when a test defect was missed.
 FALSE_NEGATIVE_GALLERY = "evaluation/plots/false_negatives.png"
@@ -113,7 +114,7 @@ def _render_pending(settings: Settings, item: promotion.PendingPromotion) -> Non
             + (f" · waiting flow run {item.flow_run_id}" if item.flow_run_id else "")
         )
         st.dataframe(metrics_comparison(item.challenger_metrics, item.champion_metrics), hide_index=True)
-        split = MlflowClient().get_run(item.run_id).data.metrics if item.run_id else {}
+        split = metrics_on_test_split(MlflowClient().get_run(item.run_id).data.metrics) if item.run_id else {}
         challenger_col, champion_col = st.columns(2)
         with challenger_col:
             _render_confusion(f"Challenger v{item.version}", item.challenger_metrics, split)

@@ -79,3 +79,14 @@ def test_model_flagging_everything_fails() -> None:
     flags_all = {**GOOD, "patch_recall": 1.0, "patch_specificity": 0.01}
     decision = gate(flags_all, None, recall_target=0.95, min_specificity=0.1)
     assert not decision.passed and "specificity" in decision.reason
+
+
+def test_evidence_rows_put_gated_metrics_first_and_show_what_one_side_lacks() -> None:
+    from steelqc.gate_evidence import evidence_markdown, evidence_rows
+
+    challenger = {"patch_precision": 0.5, "patch_recall": 0.99, "image_recall": 1.0}
+    decision = gate(challenger, None, recall_target=0.95)
+    assert [row[0] for row in evidence_rows(decision)] == ["patch_recall", "image_recall", "patch_precision"]
+    assert evidence_rows(decision)[0] == ("patch_recall", 0.99, None, None)
+    assert "| patch_recall | 0.9900 | – | – |" in evidence_markdown(decision, "1")
+    assert "champion (none)" in evidence_markdown(decision, "1")

@@ -156,3 +156,28 @@ def test_unreachable_registry_is_an_error_not_no_champion(monkeypatch: pytest.Mo
     client = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")
     with pytest.raises(Exception):  # noqa: B017 - MLflow or requests, depending on where the connection fails
         promotion.alias_version(client, "steelqc", promotion.CHAMPION)
+
+
+def test_gate_evidence_is_a_side_by_side_table_on_the_run_and_the_verdict_is_in_the_description(
+    settings: Settings, tmp_path: Path
+) -> None:
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    name = settings.tracking.registered_model
+    client.create_registered_model(name)
+    run = client.create_run(client.create_experiment("training", artifact_location=(tmp_path / "a").as_uri()))
+    version = str(client.create_model_version(name, source=str(tmp_path), run_id=run.info.run_id).version)
+    challenger = {**METRICS, "patch_specificity": 0.8}
+    champion = {"patch_recall": 0.97, "image_recall": 1.0, "patch_precision": 0.6, "patch_specificity": 0.9}
+    decision = gate(challenger, champion, recall_target=0.95, champion_version="3")
+    promotion.record_gate(settings, version, decision)
+
+    table = client.download_artifacts(run.info.run_id, "gate/evidence.md", str(tmp_path))
+    lines = Path(table).read_text().splitlines()
+    assert lines[0] == f"# Gate for v{version}: PASSED: recall holds against champion v3"
+    assert f"| metric | challenger v{version} | champion v3 | difference |" in lines
+    assert "| patch_recall | 0.9900 | 0.9700 | +0.0200 |" in lines
+    assert "| patch_precision | 0.5000 | 0.6000 | -0.1000 |" in lines
+    html = Path(client.download_artifacts(run.info.run_id, "gate/evidence.html", str(tmp_path))).read_text()
+    assert "<td>0.9900</td><td>0.9700</td><td>+0.0200</td>" in html
+    description = client.get_model_version(name, version).description
+    assert "**gate**: passed: recall holds against champion v3" in description

@@ -26,13 +26,17 @@ from steelqc.pyfunc_io import images_from_model_input
 from steelqc.registry import register_version, version_tags
 from steelqc.thresholds import Thresholds
 from steelqc.tracking import (
+    EXPERIMENT_KIND_TAG,
     TrackingUnavailableError,
     configure_tracking,
     ensure_experiment,
+    experiment_name,
     flatten_settings,
     git_commit,
     log_epoch_metrics,
     log_lineage,
+    run_description,
+    run_name,
 )
 
 PATCH, STRIDE = 32, 16
@@ -86,13 +90,36 @@ def test_params_are_the_full_config_flattened() -> None:
     assert {"data", "patches", "model", "train", "thresholds", "tracking", "gate"} <= sections
 
 
-def test_epoch_metrics_are_logged_per_step() -> None:
+def test_epoch_metrics_are_logged_per_step_under_their_split() -> None:
     configure_tracking(load_settings())
     with mlflow.start_run() as run:
         log_epoch_metrics(0, {"loss": 0.7, "val_pr_auc": np.float32(0.5), "note": "ignored"})
         log_epoch_metrics(1, {"loss": 0.4, "val_pr_auc": 0.8})
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_pr_auc")
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(run.info.run_id, "val/pr_auc")
     assert [(m.step, round(m.value, 3)) for m in history] == [(0, 0.5), (1, 0.8)]
+    assert set(client.get_run(run.info.run_id).data.metrics) == {"train/loss", "val/pr_auc"}
+
+
+def test_experiments_are_model_development_experiments_even_when_made_before() -> None:
+    settings = load_settings()
+    configure_tracking(settings)
+    client = mlflow.MlflowClient()
+    made_here = ensure_experiment(settings, "unit")
+    older = client.create_experiment(experiment_name(settings.tracking, "older"))  # as steelqc did before the tag
+    assert ensure_experiment(settings, "older") == older
+    for experiment_id in (made_here, older):
+        assert client.get_experiment(experiment_id).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_run_name_and_description_say_data_backbone_and_profile() -> None:
+    settings = load_settings("demo")
+    assert run_name("train", "magnetic-tile", settings) == (
+        f"train magnetic-tile {settings.model.backbone}@{settings.model.input_size} (demo)"
+    )
+    description = run_description("retrain", "magnetic-tile", "s3://coils/mt", settings)
+    assert "**magnetic-tile** (`s3://coils/mt`)" in description and "profile **demo**" in description
+    assert f"`{settings.model.backbone}`" in description and "`test/…`" in description
 
 
 def test_model_input_forms() -> None:
@@ -166,6 +193,9 @@ def test_logged_pyfunc_decides_and_registered_version_carries_tags_and_aliases()
         "data_hash": "abc123",
     }
     assert stored["recall_bound"] == "1.000000" and stored["git_commit"]
+    description = mlflow.MlflowClient().get_model_version("steelqc-unit", "1").description
+    assert "recall 0.990000 · precision 0.500000 · specificity 0.750000" in description
+    assert "t_pass 0.500000" in description and "**gate**: not run yet" in description
 
     client = mlflow.MlflowClient()
     assert alias_version(client, "steelqc-unit", "champion") is None
@@ -175,7 +205,8 @@ def test_logged_pyfunc_decides_and_registered_version_carries_tags_and_aliases()
 
     images = [strip(), strip(160), strip(250)]
     pyfunc = mlflow.pyfunc.load_model("models:/steelqc-unit@champion")
-    for model_input in (pd.DataFrame({"image": [encode_png(i) for i in images]}), np.stack(images)):
+    assert pyfunc.metadata.get_input_schema().input_names() == ["image"]  # the UI shows "Inputs (1)"
+    for model_input in (pd.DataFrame({"image": [encode_png(i) for i in images]}), {"image": images}):
         out = pyfunc.predict(model_input)
         assert list(out.columns) == ["decision", "worst_score", "worst_patch_y", "worst_patch_x", "patch_scores"]
         assert list(out["decision"]) == ["PASS", "HOLD", "FAIL"]

@@ -54,9 +54,10 @@ def test_train_registers_a_version_that_decides_and_evaluate_reproduces_it(
     assert mlflow.get_experiment(run.info.experiment_id).name == "steelqc-synthetic-severstal"
     assert run.data.params["model.input_size"] == "32" and run.data.params["train.batch_size"] == "32"
     assert {"class_weight.0", "class_weight.1"} <= set(run.data.params)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_pr_auc")] == [0]
-    for name in ("patch_recall", "patch_precision", "patch_specificity", "patch_pr_auc", "image_recall", "t_pass"):
-        assert name in run.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/pr_auc")] == [0]
+    for name in ("patch_recall", "patch_precision", "patch_specificity", "patch_pr_auc", "image_recall"):
+        assert f"test/{name}" in run.data.metrics
+    assert "val/t_pass" in run.data.metrics
     assert run.data.tags["data_hash"] and run.data.tags["validation.success"] == "True"
     assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "synthetic-severstal-patches"
     artifacts = _artifact_paths(client, run.info.run_id)
@@ -66,7 +67,7 @@ def test_train_registers_a_version_that_decides_and_evaluate_reproduces_it(
     version = client.get_model_version("steelqc", "1")
     assert set(VERSION_TAGS) <= set(version.tags) and version.run_id == run.info.run_id
     assert version.tags["data_hash"] == run.data.tags["data_hash"]
-    assert float(version.tags["recall"]) == pytest.approx(run.data.metrics["patch_recall"], abs=1e-6)
+    assert float(version.tags["recall"]) == pytest.approx(run.data.metrics["test/patch_recall"], abs=1e-6)
 
     dataset = Dataset.open(str(synthetic_dataset))
     images = [dataset.image_bytes(i) for i in dataset.image_ids[:3]]
@@ -113,7 +114,7 @@ def test_pretrained_lite0_trains_in_two_stages_and_its_version_decides(synthetic
     client = MlflowClient()
     run = client.get_run(summary["run_id"])
     assert run.data.params["model.backbone"] == "efficientnet_lite0" and run.data.params["model.weights"] == "imagenet"
-    assert len(client.get_metric_history(run.info.run_id, "val_pr_auc")) == 2  # one epoch per stage
+    assert len(client.get_metric_history(run.info.run_id, "val/pr_auc")) == 2  # one epoch per stage
     dataset = Dataset.open(str(synthetic_dataset))
     images = [dataset.image_bytes(i) for i in dataset.image_ids[:2]]
     decisions = mlflow.pyfunc.load_model(f"models:/steelqc/{summary['version']}").predict(

@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mlflow.models import get_model_info
 from mlflow.tracking import MlflowClient
 
 from flows.retrain import retrain
 from steelqc import promotion
 from steelqc.config import load_settings
+from steelqc.tracking import DESCRIPTION_TAG, EXPERIMENT_KIND_TAG
 from steelqc.train_job import run_training_job
 
 from tiny import TINY
@@ -39,8 +41,23 @@ def test_train_and_pipeline_record_the_same_params_metrics_and_tags(learnable_da
     assert set(production_run.data.metrics) == set(plain_run.data.metrics)
     assert set(production_run.data.tags) == set(plain_run.data.tags) | FLOW_RUN_TAGS
     # what the flow's own logging lacked before both paths shared the library's functions
-    assert {"best_epoch", "best_stage", "val_specificity_at_pass"} <= set(production_run.data.metrics)
+    assert {"train/best_epoch", "train/best_stage", "val/specificity_at_pass"} <= set(production_run.data.metrics)
     assert {"thresholds.bound_met", "thresholds.note", "work_dir"} <= set(production_run.data.tags)
+
+    # read at a glance in MLflow's UI: a model-development experiment (not GenAI traces), split-prefixed
+    # metrics (charts grouped per split), a named and described run, a version with an input schema
+    experiment = client.get_experiment(production_run.info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert {name.split("/")[0] for name in production_run.data.metrics} == {"train", "val", "test"}
+    expected = {"train/loss", "val/loss", "val/pr_auc", "val/t_pass", "test/patch_recall"}
+    assert expected <= set(production_run.data.metrics)
+    assert production_run.info.run_name.startswith("retrain synthetic-severstal small_cnn@")
+    assert plain_run.info.run_name.startswith("train synthetic-severstal small_cnn@")
+    assert "profile **demo**" in production_run.data.tags[DESCRIPTION_TAG]
+    schema = get_model_info(f"models:/{settings.tracking.registered_model}/{production['version']}").signature
+    assert schema is not None and schema.inputs.input_names() == ["image"]
+    files = {a.path for a in client.list_artifacts(production["run_id"], "gate")}
+    assert files == {"gate/evidence.md", "gate/evidence.html"}
 
     name = settings.tracking.registered_model
     plain_version = client.get_model_version(name, plain.version)
