@@ -15,7 +15,8 @@ import logging
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -39,7 +40,7 @@ from mlflow.types import ColSpec, Schema
 
 import steelqc
 from steelqc.config import PatchSettings, Settings, TrackingSettings
-from steelqc.data.errors import ImageDecodeError
+from steelqc.data.errors import DataError, ImageDecodeError
 from steelqc.runtimes import AUTO, EXPORTS_DIR, KERAS, ExportedModel, choose_runtime
 from steelqc.thresholds import Thresholds
 
@@ -258,7 +259,10 @@ def _item_bytes_or_array(item: Any, i: int) -> bytes | np.ndarray:
         except binascii.Error:
             raise ImageDecodeError("text input is not base64-encoded image bytes", file=f"input[{i}]") from None
     if isinstance(item, (list, tuple)):
-        return np.asarray(item)
+        try:
+            return np.asarray(item)
+        except ValueError:  # ragged nested lists
+            raise ImageDecodeError("nested lists are not a rectangular pixel array", file=f"input[{i}]") from None
     return item
 
 
@@ -315,7 +319,30 @@ class SteelQCModel(PythonModel):
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        return results_frame(self.inspector.inspect(images_from_model_input(model_input)))
+        with serving_errors():
+            return results_frame(self.inspector.inspect(images_from_model_input(model_input)))
+
+
+@contextmanager
+def serving_errors() -> Iterator[None]:
+    """Errors as ``mlflow models serve`` should answer them: the reason in one line, no traceback.
+
+    MLflow's scoring server sends an :class:`MlflowException`'s message to the client (a bad input's code,
+    INVALID_PARAMETER_VALUE, makes it a 400); any other error becomes a generic message plus the server's whole
+    traceback, install paths included. So bad input is re-raised with steelqc's reason, and anything else
+    (a bug) is logged here with its traceback and answered with its type only.
+    """
+    try:
+        yield
+    except DataError as exc:
+        raise MlflowException.invalid_parameter_value(str(exc)) from exc
+    except MlflowException:
+        raise
+    except Exception as exc:
+        logging.getLogger(__name__).exception("steelqc could not score a model input")
+        raise MlflowException(
+            f"steelqc could not score this input ({type(exc).__name__}); the traceback is in the server's log"
+        ) from exc
 
 
 def inspector_from_files(

@@ -9,6 +9,8 @@ test split is scored once, after the thresholds are fixed, and only to evaluate.
 
 from __future__ import annotations
 
+import logging
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +20,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import psutil
+from mlflow.entities import RunStatus
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
 
 from steelqc.config import Settings
 from steelqc.data.dataset import Dataset
@@ -42,6 +47,7 @@ from steelqc.registry import (
 from steelqc.thresholds import Thresholds, choose_thresholds
 from steelqc.training import TrainingRecord, TrainResult, predict_split, train_model
 from steelqc.validation import ValidationResult, validate_dataset
+from steelqc.workspace import disk_full_names, require_writable
 
 #: Metrics printed by the CLI and returned to callers: recall first, never without precision and specificity.
 HEADLINE_METRICS = (
@@ -53,6 +59,12 @@ HEADLINE_METRICS = (
     "image_precision",
     "image_specificity",
 )
+# "<host> <pid> <process start time>" of the process running a `steelqc train` run: a later start tells a run
+# whose process was killed (SIGKILL, power loss: MLflow never closed it) from one still training.
+TAG_PROCESS = "steelqc.process"
+TAG_INTERRUPTED = "steelqc.interrupted"
+TAG_ABANDONED = "steelqc.abandoned"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -182,29 +194,83 @@ def log_and_register(
     return info.model_uri, version
 
 
+def default_work_dir(settings: Settings) -> Path:
+    """A new folder under ``<state>/runs`` for one training job."""
+    return settings.state_dir / "runs" / datetime.now(UTC).strftime("train-%Y%m%dT%H%M%S%fZ")
+
+
+def process_identity() -> str:
+    """:data:`TAG_PROCESS` of this process."""
+    me = psutil.Process()
+    return f"{socket.gethostname()} {me.pid} {me.create_time():.3f}"
+
+
+def _process_ended(identity: str) -> bool:
+    """True when the process of a :data:`TAG_PROCESS` value is gone; False when alive or on another machine."""
+    try:
+        host, pid, started = identity.split(" ")
+        if host != socket.gethostname():
+            return False
+        return abs(psutil.Process(int(pid)).create_time() - float(started)) > 0.01  # the pid was reused
+    except psutil.NoSuchProcess:
+        return True
+    except (ValueError, psutil.Error):  # not written by this code, or not ours to inspect: leave it
+        return False
+
+
+def fail_abandoned_runs(experiment_id: str, job: str) -> list[str]:
+    """Mark RUNNING runs of ``job`` whose process has ended FAILED (tag :data:`TAG_ABANDONED` says why).
+
+    A killed ``steelqc train`` cannot close its run, and a run RUNNING forever looks like a training in
+    progress. Runs whose process is alive or on another machine are left alone. Returns the runs marked.
+    """
+    client = MlflowClient()
+    runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.job = '{job}'")
+    abandoned = [run for run in runs if _process_ended(run.data.tags.get(TAG_PROCESS, ""))]
+    for run in abandoned:
+        client.set_tag(run.info.run_id, TAG_ABANDONED, "its process ended without closing the run (killed?)")
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+        logger.warning("MLflow run %s of an earlier %s was left RUNNING by a process that ended: marked FAILED",
+                       run.info.run_id, job)
+    return [run.info.run_id for run in abandoned]
+
+
 def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | None = None) -> TrainJobResult:
     """Train, evaluate, log and register one model on the dataset at ``data_root``.
 
-    ``work_dir`` (default: a new folder under ``<state>/runs``) holds validation reports, the patch
-    index, checkpoints (calling again with the same folder resumes training) and the evaluation.
+    ``work_dir`` (default: :func:`default_work_dir`) holds validation reports, the patch index, checkpoints
+    (calling again with the same folder resumes training) and the evaluation. Folders are checked writable
+    before anything runs; an interrupted (Ctrl-C) run is closed KILLED with a tag naming the folder to resume from.
     """
+    work = work_dir or default_work_dir(settings)
+    require_writable(settings.state_dir, "state folder")
+    require_writable(work, "work folder")
     configure_tracking(settings)
     dataset = Dataset.configured(data_root, settings.data)
-    work = work_dir or settings.state_dir / "runs" / datetime.now(UTC).strftime("train-%Y%m%dT%H%M%S%fZ")
     experiment_id = ensure_experiment(settings, dataset.meta.name)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{dataset.meta.name}") as run:
-        log_run_start(settings, "train", work)
-        validation, clean = validate(dataset, settings, work / "validation")
-        index = make_patch_index(clean, settings, work / "patch_index.parquet")
-        log_lineage(validation.data_hash, validation.lineage(), index, clean.root, dataset.meta.name)
-        trained = train(clean, index, settings, work / "checkpoints")
-        thresholds = select_thresholds(index, predict_split(trained.model, clean, index, "val", settings), settings)
-        log_training(trained, thresholds)
-        test_scores = predict_split(trained.model, clean, index, "test", settings)
-        report = evaluate_test(clean, index, test_scores, thresholds, work / "evaluation")
-        model_uri, version = log_and_register(
-            trained.model, thresholds, report, validation.data_hash, clean, index, settings
-        )
+    fail_abandoned_runs(experiment_id, "train")
+    with (
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{dataset.meta.name}") as run,
+        disk_full_names(work, "work folder"),
+    ):
+        try:
+            log_run_start(settings, "train", work, {TAG_PROCESS: process_identity()})
+            validation, clean = validate(dataset, settings, work / "validation")
+            index = make_patch_index(clean, settings, work / "patch_index.parquet")
+            log_lineage(validation.data_hash, validation.lineage(), index, clean.root, dataset.meta.name)
+            trained = train(clean, index, settings, work / "checkpoints")
+            val_scores = predict_split(trained.model, clean, index, "val", settings)
+            thresholds = select_thresholds(index, val_scores, settings)
+            log_training(trained, thresholds)
+            test_scores = predict_split(trained.model, clean, index, "test", settings)
+            report = evaluate_test(clean, index, test_scores, thresholds, work / "evaluation")
+            model_uri, version = log_and_register(
+                trained.model, thresholds, report, validation.data_hash, clean, index, settings
+            )
+        except KeyboardInterrupt:
+            mlflow.set_tag(TAG_INTERRUPTED, f"resume with --work-dir {work}")
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
     return TrainJobResult(
         run_id=run.info.run_id,
         experiment_id=experiment_id,

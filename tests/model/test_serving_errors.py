@@ -1,0 +1,84 @@
+"""``mlflow models serve`` of a registered version answers a bad payload with steelqc's one-line reason (issue 17,
+item 8): a 400 whose body holds the reason and no traceback or install path.
+
+The app under test is MLflow's own scoring app, ``mlflow.pyfunc.scoring_server.init(model)``: what
+``mlflow models serve --env-manager local`` runs under uvicorn, here driven in-process through FastAPI's test client.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from mlflow.pyfunc import scoring_server
+
+from steelqc.data.images import encode_png
+
+from hostile_files import png_header_claiming
+
+INSTALL_PATH_MARKERS = ("Traceback", "site-packages", "File \"/", ".py\", line")
+
+
+@pytest.fixture(scope="module")
+def scoring_client(tiny_champion_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    db = tmp_path_factory.mktemp("serving") / "mlflow.db"
+    shutil.copy(tiny_champion_db, db)
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    mlflow.set_registry_uri(f"sqlite:///{db}")
+    try:
+        model = scoring_server.load_model_with_mlflow_config("models:/steelqc@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    with TestClient(scoring_server.init(model)) as client:
+        yield client
+
+
+def _post(client: TestClient, payload: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
+    response = client.post("/invocations", content=json.dumps(payload), headers={"Content-Type": "application/json"})
+    return response.status_code, response.json(), response.text
+
+
+def _images(*items: bytes | str) -> dict[str, Any]:
+    encoded = [base64.b64encode(item).decode() if isinstance(item, bytes) else item for item in items]
+    return {"dataframe_split": {"columns": ["image"], "data": [[item] for item in encoded]}}
+
+
+def _strip(value: int = 90) -> np.ndarray:
+    return np.full((256, 1600), value, np.uint8)
+
+
+def test_a_sound_image_is_decided(scoring_client: TestClient) -> None:
+    status, body, _ = _post(scoring_client, _images(encode_png(_strip())))
+    assert status == 200, body
+    assert body["predictions"][0]["decision"] in {"PASS", "HOLD", "FAIL"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (_images(b"this is not an image at all"), "not a JPEG/PNG (file input[0])"),
+        (_images(png_header_claiming(60000, 60000)), "60000x60000"),
+        (_images("%%% not base64 %%%"), "text input is not base64-encoded image bytes (file input[0])"),
+        ({"dataframe_split": {"columns": ["pixels"], "data": [["x"]]}}, "model input needs a column named 'image'"),
+        ({"dataframe_records": [{"image": [[1, 2], [3]]}]}, "nested lists are not a rectangular pixel array"),
+    ],
+    ids=["undecodable", "over-pixel-budget", "not-base64", "wrong-column", "ragged-array"],
+)
+def test_a_bad_payload_gets_steelqcs_reason_and_no_traceback(
+    scoring_client: TestClient, payload: dict[str, Any], reason: str
+) -> None:
+    status, body, text = _post(scoring_client, payload)
+    assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert reason in body["message"]
+    assert "stack_trace" not in body
+    for marker in INSTALL_PATH_MARKERS:
+        assert marker not in text, text
