@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,17 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
+from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import scoring_server
 
 from steelqc.data.images import encode_png
+from steelqc.registry import serving_errors
 
 from hostile_files import png_header_claiming
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Using `httpx`")  # Starlette's test client asks for httpx2 (not installed)
+    from fastapi.testclient import TestClient
 
 INSTALL_PATH_MARKERS = ("Traceback", "site-packages", "File \"/", ".py\", line")
 
@@ -65,7 +71,7 @@ def test_a_sound_image_is_decided(scoring_client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        (_images(b"this is not an image at all"), "not a JPEG/PNG (file input[0])"),
+        (_images(b"this is not an image at all"), "not a JPEG/PNG/BMP/TIFF image (unknown leading bytes) (file input[0])"),
         (_images(png_header_claiming(60000, 60000)), "60000x60000"),
         (_images("%%% not base64 %%%"), "text input is not base64-encoded image bytes (file input[0])"),
         ({"dataframe_split": {"columns": ["pixels"], "data": [["x"]]}}, "model input needs a column named 'image'"),
@@ -78,7 +84,29 @@ def test_a_bad_payload_gets_steelqcs_reason_and_no_traceback(
 ) -> None:
     status, body, text = _post(scoring_client, payload)
     assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert reason in body["message"]
+    # MLflow puts "Failed to predict data '<the input, as pandas prints it>'" before the model's message
+    assert body["message"].splitlines()[-1].startswith("Error: ") and reason in body["message"].splitlines()[-1]
     assert "stack_trace" not in body
     for marker in INSTALL_PATH_MARKERS:
         assert marker not in text, text
+
+
+def test_a_large_bad_image_is_not_echoed_back(scoring_client: TestClient) -> None:
+    """MLflow quotes the parsed input before the reason: as a DataFrame (the documented payload) it is cut short."""
+    junk = bytes(range(256)) * 4096  # 1 MB that is no image
+    for payload in (_images(junk), {"dataframe_records": [{"image": base64.b64encode(junk).decode()}]}):
+        status, body, text = _post(scoring_client, payload)
+        assert status == 400 and "not a JPEG/PNG" in body["message"]
+        assert len(text) < 2000, len(text)
+
+
+def test_an_unexpected_error_is_logged_on_the_server_and_answered_with_its_type_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(MlflowException) as caught, serving_errors():
+        raise ZeroDivisionError("details that stay on the server")
+    assert caught.value.error_code == "INTERNAL_ERROR"
+    assert caught.value.message == (
+        "steelqc could not score this input (ZeroDivisionError); the traceback is in the server's log"
+    )
+    assert "Traceback" in caplog.text and "details that stay on the server" in caplog.text
