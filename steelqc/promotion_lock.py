@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from mlflow.tracking import MlflowClient
 
 from steelqc.config import Settings
-from steelqc.registry import is_server_uri
+from steelqc.tracking import is_server_uri
 
 CLAIM_TAG = "promotion_claim"  # "<token> <expiry, unix seconds>" on the registered model while a decision runs
 WAIT_S = 60.0

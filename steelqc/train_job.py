@@ -9,8 +9,6 @@ test split is scored once, after the thresholds are fixed, and only to evaluate.
 
 from __future__ import annotations
 
-import logging
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,10 +18,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import psutil
 from mlflow.entities import RunStatus
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.tracking import MlflowClient
 
 from steelqc.config import Settings
 from steelqc.data.dataset import Dataset
@@ -31,20 +27,21 @@ from steelqc.evaluation import EvaluationReport, evaluate
 from steelqc.inference import Inspector
 from steelqc.monitoring import log_reference
 from steelqc.patches import build_patch_index, write_index
-from steelqc.registry import (
+from steelqc.pyfunc import load_inspector, log_pyfunc_model
+from steelqc.registry import register_version, version_tags
+from steelqc.thresholds import Thresholds, choose_thresholds
+from steelqc.tracking import (
+    TAG_PROCESS,
     configure_tracking,
     ensure_experiment,
+    fail_abandoned_runs,
     flatten_settings,
     git_commit,
-    load_inspector,
     log_epoch_metrics,
     log_evaluation,
     log_lineage,
-    log_pyfunc_model,
-    register_version,
-    version_tags,
+    process_identity,
 )
-from steelqc.thresholds import Thresholds, choose_thresholds
 from steelqc.training import TrainingRecord, TrainResult, predict_split, train_model
 from steelqc.validation import ValidationResult, validate_dataset
 from steelqc.workspace import disk_full_names, require_writable
@@ -59,12 +56,7 @@ HEADLINE_METRICS = (
     "image_precision",
     "image_specificity",
 )
-# "<host> <pid> <process start time>" of the process running a `steelqc train` run: a later start tells a run
-# whose process was killed (SIGKILL, power loss: MLflow never closed it) from one still training.
-TAG_PROCESS = "steelqc.process"
 TAG_INTERRUPTED = "steelqc.interrupted"
-TAG_ABANDONED = "steelqc.abandoned"
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -144,7 +136,7 @@ def evaluate_test(
 def log_run_start(settings: Settings, job: str, work_dir: Path, tags: Mapping[str, str] | None = None) -> None:
     """What a training run records first, on the active run: the whole config, the job, commit and work folder.
 
-    ``steelqc train`` and the retraining flow both call this, :func:`~steelqc.registry.log_lineage`,
+    ``steelqc train`` and the retraining flow both call this, :func:`~steelqc.tracking.log_lineage`,
     :func:`log_training` and :func:`log_and_register`, so their runs and versions carry the same records.
     """
     mlflow.log_params(flatten_settings(settings))
@@ -197,42 +189,6 @@ def log_and_register(
 def default_work_dir(settings: Settings) -> Path:
     """A new folder under ``<state>/runs`` for one training job."""
     return settings.state_dir / "runs" / datetime.now(UTC).strftime("train-%Y%m%dT%H%M%S%fZ")
-
-
-def process_identity() -> str:
-    """:data:`TAG_PROCESS` of this process."""
-    me = psutil.Process()
-    return f"{socket.gethostname()} {me.pid} {me.create_time():.3f}"
-
-
-def _process_ended(identity: str) -> bool:
-    """True when the process of a :data:`TAG_PROCESS` value is gone; False when alive or on another machine."""
-    try:
-        host, pid, started = identity.split(" ")
-        if host != socket.gethostname():
-            return False
-        return abs(psutil.Process(int(pid)).create_time() - float(started)) > 0.01  # the pid was reused
-    except psutil.NoSuchProcess:
-        return True
-    except (ValueError, psutil.Error):  # not written by this code, or not ours to inspect: leave it
-        return False
-
-
-def fail_abandoned_runs(experiment_id: str, job: str) -> list[str]:
-    """Mark RUNNING runs of ``job`` whose process has ended FAILED (tag :data:`TAG_ABANDONED` says why).
-
-    A killed ``steelqc train`` cannot close its run, and a run RUNNING forever looks like a training in
-    progress. Runs whose process is alive or on another machine are left alone. Returns the runs marked.
-    """
-    client = MlflowClient()
-    runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.job = '{job}'")
-    abandoned = [run for run in runs if _process_ended(run.data.tags.get(TAG_PROCESS, ""))]
-    for run in abandoned:
-        client.set_tag(run.info.run_id, TAG_ABANDONED, "its process ended without closing the run (killed?)")
-        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
-        logger.warning("MLflow run %s of an earlier %s was left RUNNING by a process that ended: marked FAILED",
-                       run.info.run_id, job)
-    return [run.info.run_id for run in abandoned]
 
 
 def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | None = None) -> TrainJobResult:

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import scoring_server
 
 from steelqc.data.images import encode_png
-from steelqc.registry import serving_errors
+from steelqc.pyfunc_io import serving_errors
 
 from hostile_files import png_header_claiming
 
@@ -71,7 +71,7 @@ def test_a_sound_image_is_decided(scoring_client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        (_images(b"this is not an image at all"), "not a JPEG/PNG/BMP/TIFF image (unknown leading bytes) (file input[0])"),
+        (_images(b"this is not an image at all"), "not a JPEG/PNG/BMP/TIFF image (unknown leading bytes)"),
         (_images(png_header_claiming(60000, 60000)), "60000x60000"),
         (_images("%%% not base64 %%%"), "text input is not base64-encoded image bytes (file input[0])"),
         ({"dataframe_split": {"columns": ["pixels"], "data": [["x"]]}}, "model input needs a column named 'image'"),
