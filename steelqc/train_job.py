@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from steelqc.tracking import (
 )
 from steelqc.training import TrainingRecord, TrainResult, predict_split, train_model
 from steelqc.validation import ValidationResult, validate_dataset
-from steelqc.workspace import disk_full_names, require_writable
+from steelqc.workspace import default_work_dir, disk_full_names, require_writable
 
 #: Metrics printed by the CLI and returned to callers: recall first, never without precision and specificity.
 HEADLINE_METRICS = (
@@ -186,19 +185,15 @@ def log_and_register(
     return info.model_uri, version
 
 
-def default_work_dir(settings: Settings) -> Path:
-    """A new folder under ``<state>/runs`` for one training job."""
-    return settings.state_dir / "runs" / datetime.now(UTC).strftime("train-%Y%m%dT%H%M%S%fZ")
-
-
 def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | None = None) -> TrainJobResult:
     """Train, evaluate, log and register one model on the dataset at ``data_root``.
 
-    ``work_dir`` (default: :func:`default_work_dir`) holds validation reports, the patch index, checkpoints
-    (calling again with the same folder resumes training) and the evaluation. Folders are checked writable
-    before anything runs; an interrupted (Ctrl-C) run is closed KILLED with a tag naming the folder to resume from.
+    ``work_dir`` (default: :func:`~steelqc.workspace.default_work_dir`) holds validation reports, the patch
+    index, checkpoints (calling again with the same folder resumes training) and the evaluation. Folders are
+    checked writable before anything runs; an interrupted (Ctrl-C) run is closed KILLED with a tag naming the
+    folder to resume from.
     """
-    work = work_dir or default_work_dir(settings)
+    work = work_dir or default_work_dir(settings.state_dir)
     require_writable(settings.state_dir, "state folder")
     require_writable(work, "work folder")
     configure_tracking(settings)

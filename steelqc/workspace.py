@@ -10,6 +10,7 @@ import errno
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -17,14 +18,22 @@ class FolderNotWritableError(OSError):
     """A folder a job must write to cannot be created or written; raised before any work."""
 
 
+def default_work_dir(state_dir: Path) -> Path:
+    """A new folder under ``<state>/runs`` for one training job."""
+    return state_dir / "runs" / datetime.now(UTC).strftime("train-%Y%m%dT%H%M%S%fZ")
+
+
 def require_writable(folder: Path, what: str) -> None:
-    """Create ``folder`` if needed and write (and remove) a probe file in it; :class:`FolderNotWritableError` if not.
+    """Write (and remove) a probe file in ``folder``, or in its nearest existing parent when it is still to be made;
+    :class:`FolderNotWritableError` if that fails. Creates nothing.
 
     A real write, not ``os.access``: root passes every permission check but not a read-only file system.
     """
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".steelqc-write-probe-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file")
+        with tempfile.TemporaryFile(dir=existing, prefix=".steelqc-write-probe-"):
             pass
     except OSError as exc:
         raise FolderNotWritableError(
