@@ -14,12 +14,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from steelqc.cli import app
 from steelqc.config import load_settings
+from steelqc.patches import write_index
 from steelqc.tracking import (
     TAG_ABANDONED,
     TAG_PROCESS,
@@ -81,14 +83,13 @@ def test_a_full_disk_names_the_folder_being_written(tmp_path: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", "named.bin")
 
 
-def test_a_full_disk_during_a_training_job_names_the_work_folder(synthetic_dataset: Path, tmp_path: Path) -> None:
-    """The patch index (pyarrow) written onto a full device, inside a real ``steelqc train``."""
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "patch_index.parquet").symlink_to("/dev/full")
-    result = CliRunner().invoke(app, ["train", str(synthetic_dataset), "--config", "demo", "--work-dir", str(work)])
-    assert result.exit_code == 2, result.output
-    assert f"no space left on the device of work folder {work}" in result.output
+def test_a_full_disk_under_pyarrow_names_the_work_folder(tmp_path: Path) -> None:
+    """The patch index as ``steelqc train`` writes it (pyarrow, which names no file), onto a full device."""
+    index = tmp_path / "patch_index.parquet"
+    index.symlink_to("/dev/full")
+    with pytest.raises(OSError, match=f"no space left on the device of work folder {tmp_path}"):
+        with disk_full_names(tmp_path, "work folder"):
+            write_index(pd.DataFrame({"image_id": ["a.jpg"] * 50_000, "y": 0, "x": 0}), index)
 
 
 KILLED_TRAINER = textwrap.dedent(
@@ -134,3 +135,24 @@ def test_a_run_left_running_by_a_killed_process_is_failed_on_the_next_start() ->
     assert client.get_run(reused_pid).info.status == "FAILED"
     for run_id in (alive, other_machine, other_job):
         assert client.get_run(run_id).info.status == "RUNNING"
+
+
+def test_ctrl_c_during_training_says_where_to_resume_and_closes_the_run_killed(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steelqc import train_job  # TensorFlow: loaded by this test only
+
+    def pressed_ctrl_c(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Python's default handler raises KeyboardInterrupt here
+        time.sleep(5)
+
+    monkeypatch.setattr(train_job, "train", pressed_ctrl_c)
+    work = tmp_path / "work"
+    result = CliRunner().invoke(app, ["train", str(synthetic_dataset), "--config", "demo", "--work-dir", str(work)])
+    assert result.exit_code == 130, result.output
+    assert f"Resume with: steelqc train {synthetic_dataset} --work-dir {work}" in result.output
+    configure_tracking(load_settings("demo"))
+    (run,) = MlflowClient().search_runs(
+        [ensure_experiment(load_settings("demo"), "synthetic-severstal")], "attributes.status = 'KILLED'"
+    )
+    assert run.data.tags[train_job.TAG_INTERRUPTED] == f"resume with --work-dir {work}"
