@@ -224,3 +224,26 @@ def test_unreachable_registry_is_an_error_not_no_champion(monkeypatch: pytest.Mo
     client = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")
     with pytest.raises(Exception):  # noqa: B017 - MLflow or requests, depending on where the connection fails
         promotion.alias_version(client, "steelqc", promotion.CHAMPION)
+
+
+def test_a_retried_promotion_completes_and_a_rollback_supersedes_what_was_gated_against_the_old_champion(
+    settings: Settings, tmp_path: Path
+) -> None:
+    first = _new_version(settings, tmp_path)
+    _gate_passed(settings, first)
+    promotion.approve_pending(settings, first, reviewer="qa")
+    second = _new_version(settings, tmp_path)
+    _gate_passed(settings, second)
+    promotion.promote(settings, second, reviewer="flow", expected_champion=first)
+    # the flow's promote task retried after its alias moves landed: it completes, nothing moves twice
+    record = promotion.promote(settings, second, reviewer="flow", expected_champion=first)
+    assert (record.version, record.previous_version) == (second, first)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    name = settings.tracking.registered_model
+    assert promotion.alias_version(client, name, promotion.PREVIOUS) == first
+
+    third = _new_version(settings, tmp_path)
+    _gate_passed(settings, third)  # against the champion `second`
+    promotion.rollback(settings, reviewer="qa")
+    assert promotion.champion_version(settings) == first
+    assert _status(settings, third) == "superseded" and promotion.list_pending(settings) == []
