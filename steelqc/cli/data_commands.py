@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from steelqc.cli._app import app, console, existing_path, fail, run_guarded
+from steelqc.cli._app import DATA, app, console, existing_path, fail, run_guarded
 from steelqc.data.importers import import_voc
 from steelqc.data.mask_importer import MaskImportSummary, import_masks
 from steelqc.data.mask_pairing import DEFAULT_CLEAN_FOLDERS, DEFAULT_MASK_PATTERNS
@@ -57,7 +57,7 @@ def _run_with_progress(description: str, func: Callable[..., Any], *args: Any, *
         fail(str(exc))
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def synth(
     out: str = typer.Option(..., "--out", "-o", help="Empty folder (or s3://bucket/prefix) to write the dataset to"),
     images: int = typer.Option(200, "--images", "-n", min=1, help="Number of images"),
@@ -86,7 +86,7 @@ def synth(
     )
 
 
-@app.command("import-voc")
+@app.command("import-voc", rich_help_panel=DATA)
 def import_voc_command(
     src: Path = typer.Argument(..., help="Pascal VOC folder with images/ and annotations/ (e.g. NEU-DET)"),
     out: str = typer.Option(..., "--out", "-o", help="Empty folder (or s3://bucket/prefix) to write the dataset to"),
@@ -139,7 +139,7 @@ def _print_mask_summary(summary: MaskImportSummary) -> None:
     )
 
 
-@app.command("import-masks")
+@app.command("import-masks", rich_help_panel=DATA)
 def import_masks_command(
     src: Path = typer.Argument(..., help="Folder of images with a mask image each, e.g. MT_<Class>/Imgs/x.jpg + x.png"),
     out: str = typer.Option(

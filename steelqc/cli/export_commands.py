@@ -6,7 +6,7 @@ from enum import StrEnum
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, registry_settings, run_guarded
+from steelqc.cli._app import INSPECTION, ConfigOption, SetOption, app, console, fail, registry_settings, run_guarded
 from steelqc.runtimes import EXPORT_FORMATS
 
 
@@ -20,7 +20,7 @@ class ExportFormat(StrEnum):
 assert tuple(ExportFormat) == EXPORT_FORMATS
 
 
-@app.command()
+@app.command(rich_help_panel=INSPECTION)
 def export(
     model: str = typer.Argument(..., help="A registered version: models:/<name>/<version> or models:/<name>@<alias>"),
     fmt: ExportFormat = typer.Option(

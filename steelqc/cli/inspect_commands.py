@@ -8,7 +8,17 @@ from pathlib import Path
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, exit_for, fail, run_guarded, settings_from_cli
+from steelqc.cli._app import (
+    INSPECTION,
+    ConfigOption,
+    SetOption,
+    app,
+    console,
+    exit_for,
+    fail,
+    run_guarded,
+    settings_from_cli,
+)
 from steelqc.runtimes import AUTO, RUNTIMES
 
 
@@ -44,7 +54,7 @@ def _parse_date(text: str | None, flag: str) -> date | None:
         fail(f"{flag} expects a date like 2026-11-27, got {text!r}")
 
 
-@app.command()
+@app.command(rich_help_panel=INSPECTION)
 def inspect(
     path: str = typer.Argument(..., help="An image file, a folder of images or an s3://bucket/prefix"),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for decisions.csv/.json and overlays/"),
@@ -97,7 +107,7 @@ def inspect(
     console.print(f"{result.images_per_second:.1f} images/s")
 
 
-@app.command()
+@app.command(rich_help_panel=INSPECTION)
 def monitor(
     since: str | None = typer.Option(
         None, help="First day (YYYY-MM-DD) of patch log to compare; default: monitoring.window_days ago"

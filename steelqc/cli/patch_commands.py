@@ -7,12 +7,12 @@ from pathlib import Path
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, run_guarded, settings_from_cli
+from steelqc.cli._app import DATA, ConfigOption, SetOption, app, console, run_guarded, settings_from_cli
 from steelqc.data.dataset import Dataset
 from steelqc.patches import SPLITS, build_patch_index, write_index
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def patches(
     data: str = typer.Argument(..., help="Dataset folder or s3://bucket/prefix (validate it first)"),
     out: Path = typer.Option(..., "--out", "-o", help="Patch index file to write (.parquet)"),

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from steelqc.cli._app import SetOption, app, console, exit_for, fail, parse_sets, settings_from_cli
+from steelqc.cli._app import TRAINING, SetOption, app, console, exit_for, fail, parse_sets, settings_from_cli
 from steelqc.config import GENERATED_DATA_PROFILE, Settings, resolve_profile
 
 HEADLINE = (
@@ -54,7 +54,7 @@ def _print_summary(settings: Settings, summary: dict[str, Any]) -> None:
         typer.echo(f"approve with: steelqc approve {summary['version']} --reviewer NAME [--comment ...]")
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def pipeline(
     data: str = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: generated data)"),
     config: str = typer.Option(
@@ -76,7 +76,7 @@ def pipeline(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def demo(sets: list[str] = SetOption) -> None:
     """The main job end to end on the embedded default: generated data (so the demo profile), auto-approval."""
     from steelqc import promotion

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.cli._app import TRAINING, ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
 from steelqc.config import Settings
 
 # TensorFlow and MLflow load inside the commands, so `steelqc synth`, `validate`, ... start in a second.
@@ -28,7 +28,7 @@ def _format_metrics(metrics: Mapping[str, float]) -> str:
     return "  ".join(f"{name}={value:.4f}" for name, value in headline_metrics(metrics).items())
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def train(
     data: str | None = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: data.root)"),
     work_dir: Path | None = typer.Option(
@@ -60,7 +60,7 @@ def train(
     )
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def evaluate(
     model_uri: str = typer.Argument(..., help="models:/steelqc@champion, models:/steelqc/3 or runs:/<id>/model"),
     data: str | None = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: data.root)"),

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.cli._app import DATA, ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
 from steelqc.data.dataset import Dataset
 from steelqc.validation import SUITES_DIR, ValidationResult, validate_dataset, write_suites
 
@@ -50,7 +50,7 @@ def print_report(result: ValidationResult) -> None:
         console.print(f"manifest:  {result.manifest_path}")
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def validate(
     data: str | None = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: data.root)"),
     report: Path | None = typer.Option(
