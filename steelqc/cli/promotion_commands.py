@@ -104,8 +104,8 @@ def _clip(text: object, width: int) -> str:
 
 def _pending_table(pending: list[promotion.PendingPromotion]) -> Table:
     table = Table(title="Pending approval (details: steelqc promotions --version N)", box=box.SIMPLE_HEAD,
-                  title_justify="left")  # fmt: skip
-    for column in ("version", "recall vs champion", "specificity vs champion", "gate", "waiting since (UTC)"):
+                  title_justify="left", pad_edge=False)  # fmt: skip
+    for column in ("version", "recall\n(vs champion)", "specificity\n(vs champion)", "gate", "waiting since\n(UTC)"):
         table.add_column(column)
     now = datetime.now(UTC)
     for item in pending:
@@ -121,7 +121,7 @@ def _pending_table(pending: list[promotion.PendingPromotion]) -> Table:
 
 
 def _decisions_table(decisions: pd.DataFrame) -> Table:
-    table = Table(title="Decisions (newest first)", box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(title="Decisions (newest first)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     for column in ("time (UTC)", "action", "version", "by", "outcome"):
         table.add_column(column)
     for row in decisions.itertuples(index=False):
@@ -152,7 +152,7 @@ def _version_details(settings: Settings, version: str, as_json: bool) -> None:
     if details["gate_rule"]:
         out.print(f"rule: {details['gate_rule']}")
     against = f"champion v{review.champion_version}" if review.champion_version else "champion (none then)"
-    table = Table(box=box.SIMPLE_HEAD)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("metric", f"challenger v{review.version}", against, "difference"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for row in rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
+from qa_helpers import CHAMPION, pending_challenger
 from streamlit.testing.v1 import AppTest
 
 from steelqc import promotion
@@ -18,7 +17,6 @@ from steelqc.app.images import DECISION_COLORS
 from steelqc.config import Settings, load_settings
 from steelqc.data.images import encode_png
 from steelqc.gate import gate
-from steelqc.registry import configure_tracking
 
 APP = Path(__file__).resolve().parents[2] / "steelqc" / "app" / "main.py"
 DECISIONS = {"PASS", "HOLD", "FAIL"}
@@ -30,17 +28,6 @@ def reset_mlflow_uri() -> Iterator[None]:
     yield
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
-
-
-@pytest.fixture
-def registry(tiny_champion_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """This test's own copy of the registry with the tiny champion v1, as the app's settings see it."""
-    db = tmp_path / "mlflow.db"
-    shutil.copy(tiny_champion_db, db)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    settings = load_settings()
-    configure_tracking(settings)  # MLflow's registry store resolves logged models through the global URI
-    return settings
 
 
 def run_app(page: str = "Inspect") -> AppTest:
@@ -202,34 +189,6 @@ def test_several_images_give_a_summary_table_and_a_csv(registry: Settings, sever
     assert at.download_button[0].label == "Download the table (CSV)"
     assert at.selectbox[0].options[0] == table.sort_values("worst_score", ascending=False)["image"].iloc[0]
     assert decision_of(at) in DECISIONS  # the worst image's detail under the table
-
-
-CHALLENGER = {"patch_recall": 0.98, "image_recall": 1.0, "patch_precision": 0.6, "patch_specificity": 0.85}
-CHAMPION = {"patch_recall": 0.96, "image_recall": 1.0, "patch_precision": 0.5, "patch_specificity": 0.8}
-TEST_SPLIT = {"patch_n": 150.0, "patch_n_defective": 50.0, "patch_missed": 1.0}
-
-
-def pending_challenger(settings: Settings, tmp_path: Path) -> str:
-    """A second version (the champion's model files, its own run) whose gate passed against v1: it waits for QA.
-
-    Its run records what a training run does for QA: test metrics with the split's size and the
-    gallery of missed defects.
-    """
-    uri = settings.mlflow_tracking_uri
-    client = MlflowClient(uri, registry_uri=uri)
-    name = settings.tracking.registered_model
-    champion = client.get_model_version(name, "1")
-    run = client.create_run(client.get_run(champion.run_id).info.experiment_id)
-    for key, value in {**CHALLENGER, **TEST_SPLIT}.items():
-        client.log_metric(run.info.run_id, key, value)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    gallery = tmp_path / "false_negatives.png"
-    gallery.write_bytes(encode_png(np.full((60, 80), 200, np.uint8)))
-    client.log_artifact(run.info.run_id, str(gallery), "evaluation/plots")
-    client.set_terminated(run.info.run_id)
-    version = str(client.create_model_version(name, source=champion.source, run_id=run.info.run_id).version)
-    promotion.record_gate(settings, version, gate(CHALLENGER, CHAMPION, recall_target=0.95, champion_version="1"))
-    return version
 
 
 def test_qa_page_approve_moves_the_champion_alias(registry: Settings, tmp_path: Path) -> None:
