@@ -9,7 +9,17 @@ from pathlib import Path
 
 import typer
 
-from steelqc.cli._app import TRAINING, ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.cli._app import (
+    TRAINING,
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    app,
+    console,
+    fail,
+    run_guarded,
+    settings_from_cli,
+)
 from steelqc.config import Settings
 
 # TensorFlow and MLflow load inside the commands, so `steelqc synth`, `validate`, ... start in a second.
@@ -36,6 +46,7 @@ def train(
         "--work-dir",
         help="Folder for reports, index and checkpoints; reuse it to resume (default: <state>/runs/…)",
     ),
+    as_json: bool = JsonOption,
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -44,6 +55,10 @@ def train(
     from steelqc.train_job import run_training_job
 
     result = run_guarded(run_training_job, _data_root(data, settings), settings, work_dir=work_dir)
+    summary = {"run_id": result.run_id, "model": result.registered_model, "version": result.version, **result.headline}
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
     t = result.thresholds
     typer.echo(f"run id:      {result.run_id}")
     name, version = result.registered_model, result.version
@@ -53,11 +68,7 @@ def train(
     if not t.bound_met:
         console.print(f"[yellow]note:[/] {t.note}")
     console.print(f"work folder: {result.work_dir}")
-    typer.echo(
-        json.dumps(
-            {"run_id": result.run_id, "model": result.registered_model, "version": result.version, **result.headline}
-        )
-    )
+    typer.echo(json.dumps(summary))
 
 
 @app.command(rich_help_panel=TRAINING)
@@ -67,6 +78,7 @@ def evaluate(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Report folder (default: <state>/reports/evaluate-<UTC time>)"
     ),
+    as_json: bool = JsonOption,
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -76,6 +88,8 @@ def evaluate(
     from steelqc.train_job import evaluate_model, headline_metrics
 
     report = run_guarded(evaluate_model, model_uri, _data_root(data, settings), settings, out_dir)
-    typer.echo(f"test:        {_format_metrics(report.metrics)}")
-    console.print(f"report:      {out_dir / 'evaluation'}")
-    typer.echo(json.dumps({"model_uri": model_uri, **headline_metrics(report.metrics)}))
+    summary = {"model_uri": model_uri, **headline_metrics(report.metrics), "report": str(out_dir / "evaluation")}
+    if not as_json:
+        typer.echo(f"test:        {_format_metrics(report.metrics)}")
+        typer.echo(f"report:      {out_dir / 'evaluation'}")
+    typer.echo(json.dumps(summary))

@@ -10,7 +10,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from steelqc.cli._app import DATA, ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.cli._app import (
+    DATA,
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    app,
+    console,
+    fail,
+    run_guarded,
+    settings_from_cli,
+    stdout_console,
+)
 from steelqc.data.dataset import Dataset
 from steelqc.validation import SUITES_DIR, ValidationResult, validate_dataset, write_suites
 
@@ -20,7 +31,8 @@ def _examples(examples: list[dict[str, object]]) -> str:
 
 
 def print_report(result: ValidationResult) -> None:
-    """A short table of failed expectations with a few example rows each, then the counts and paths."""
+    """A short table of failed expectations with a few example rows each, then the counts and paths (stdout)."""
+    console = stdout_console()
     if result.failed_expectations:
         table = Table(title="Failed expectations", show_lines=True)
         for column in ("suite.column", "expectation", "n", "examples"):
@@ -67,6 +79,7 @@ def validate(
     regenerate_suites: bool = typer.Option(
         False, "--write-suites", help=f"Regenerate the suite JSON files in {SUITES_DIR} from code and exit"
     ),
+    as_json: bool = JsonOption,
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -91,8 +104,10 @@ def validate(
         mode=mode,
         workers=workers or settings.data.image_workers,
     )
-    print_report(result)
-    outcome = {"success": result.success, "data_hash": result.data_hash, "summary": str(result.summary_path)}
+    if not as_json:
+        print_report(result)
+    outcome = {"success": result.success, "data_hash": result.data_hash, "summary": str(result.summary_path),
+               "data_docs": str(result.docs_index), "rejected": str(result.rejected_path)}  # fmt: skip
     typer.echo(json.dumps(outcome))
     if not result.success:
         raise typer.Exit(1)

@@ -76,3 +76,15 @@ def test_promotions_json_is_the_only_thing_on_stdout(registry: Settings, tmp_pat
     details = json.loads(CliRunner().invoke(app, ["promotions", "--version", version, "--json"]).stdout)
     assert details["approval_status"] == "pending" and details["gate"] is True
     assert CliRunner().invoke(app, ["promotions", "--version", "9"]).exit_code == 1  # no such version
+
+
+def test_patches_json_is_one_object_on_stdout_and_the_report_goes_there_without_it(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "index.parquet"
+    result = CliRunner().invoke(app, ["patches", str(synthetic_dataset), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["index"] == str(out) and summary["patches"] == sum(s["patches"] for s in summary["splits"].values())
+    plain = CliRunner().invoke(app, ["patches", str(synthetic_dataset), "--out", str(out)])
+    assert plain.stdout.startswith("train: ") and f"to {out}" in plain.stdout
