@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from steelqc.config import Settings
 from steelqc.gate import GateDecision
-from steelqc.registry import ensure_experiment, experiment_name
+from steelqc.tracking import ensure_experiment, experiment_name
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
@@ -344,38 +344,3 @@ def champion_card(settings: Settings) -> dict[str, Any] | None:
         "test_metrics": {k: v for k, v in metrics.items() if k.startswith(("patch_", "image_"))},
     }
 
-
-@dataclass(frozen=True)
-class DriftCheck:
-    """The latest ``steelqc monitor`` run of one model version (a run of the ``<prefix>-monitoring`` experiment)."""
-
-    run_id: str
-    experiment_id: str
-    time: str
-    drift_detected: bool
-    reasons: str
-    window: str
-
-
-def latest_drift_check(settings: Settings, version: str) -> DriftCheck | None:
-    """The newest drift check of ``version``; None when it was never checked."""
-    client = _client(settings)
-    experiment = client.get_experiment_by_name(experiment_name(settings.tracking, "monitoring"))
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id], f"params.model_version = '{version}'", max_results=1,
-        order_by=["attributes.start_time DESC"],
-    )  # fmt: skip
-    if not runs:
-        return None
-    run = runs[0]
-    params = run.data.params
-    return DriftCheck(
-        run_id=run.info.run_id,
-        experiment_id=experiment.experiment_id,
-        time=datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(timespec="seconds"),
-        drift_detected=run.data.tags.get("drift_detected") == "true",
-        reasons=run.data.tags.get("reasons", ""),
-        window=f"{params.get('since', '?')} to {params.get('until', '?')}",
-    )

@@ -16,7 +16,7 @@ from steelqc import promotion
 from steelqc.config import Settings
 from steelqc.inference import Inspector
 from steelqc.monitoring import MonitoringDataError, model_reference
-from steelqc.registry import ModelMetadata, load_inspector
+from steelqc.pyfunc import ModelMetadata, load_inspector
 
 #: What MLflow raises when its store cannot be reached (HTTP errors are wrapped; sockets and files are OSError).
 REGISTRY_ERRORS = (MlflowException, OSError)

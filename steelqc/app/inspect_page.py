@@ -34,8 +34,8 @@ from steelqc.app.images import (
 from steelqc.batch_inspection import list_images
 from steelqc.config import Settings
 from steelqc.data.errors import DataError
-from steelqc.image_drift import ImageDrift, image_drift
 from steelqc.inference import ImageResult, Inspector
+from steelqc.monitoring import ImageDrift, image_drift
 from steelqc.patches import extract_patches
 from steelqc.thresholds import decision_reason, hold_band_note
 

@@ -21,8 +21,9 @@ from steelqc import promotion
 from steelqc.app.champion import render_model_card
 from steelqc.config import Settings
 from steelqc.gate import side_by_side
+from steelqc.monitoring import latest_drift_check
 
-#: Written by ``evaluation.evaluate`` and logged by ``registry.log_evaluation`` when a test defect was missed.
+#: Written by ``evaluation.evaluate`` and logged by ``tracking.log_evaluation`` when a test defect was missed.
 FALSE_NEGATIVE_GALLERY = "evaluation/plots/false_negatives.png"
 FLASH_KEY = "qa_flash"
 
@@ -105,7 +106,7 @@ def flow_run_link(settings: Settings, flow_run_id: str) -> str | None:
 
 def render_drift_status(settings: Settings, version: str) -> None:
     """The champion's latest drift check (``steelqc monitor``): when, over which days, and what it found."""
-    check = promotion.latest_drift_check(settings, version)
+    check = latest_drift_check(settings, version)
     if check is None:
         st.caption(f"Drift: v{version} was never checked against production; run `steelqc monitor`.")
         return

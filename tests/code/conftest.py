@@ -10,7 +10,7 @@ import mlflow
 import pytest
 
 from steelqc.config import Settings, load_settings
-from steelqc.registry import configure_tracking
+from steelqc.tracking import configure_tracking
 
 
 @pytest.fixture

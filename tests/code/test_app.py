@@ -131,8 +131,10 @@ def no_hold_band(registry: Settings) -> Settings:
     import keras
 
     from steelqc.model import build_model
-    from steelqc.registry import ensure_experiment, log_pyfunc_model, register_version, version_tags
+    from steelqc.pyfunc import log_pyfunc_model
+    from steelqc.registry import register_version, version_tags
     from steelqc.thresholds import Thresholds
+    from steelqc.tracking import ensure_experiment
 
     settings = load_settings(overrides={"model.backbone": "small_cnn", "model.weights": "none", "model.input_size": 32})
     keras.utils.set_random_seed(1)

@@ -1,7 +1,7 @@
 """Is one image like the data the champion was trained on? Its patch features against the champion's reference.
 
-The production drift report (:func:`steelqc.monitoring.drift_report`) judges a window of many patches; an
-operator needs an answer for the one image on screen. Each feature of :func:`steelqc.monitoring.patch_features`
+The production drift report (:func:`steelqc.monitoring.drift.drift_report`) judges a window of many patches; an
+operator needs an answer for the one image on screen. Each feature of :func:`~.features.patch_features`
 is checked the simple way: the share of the image's patches outside the central range of the reference
 (its validation patches). A real strip shown to a model trained on generated ones is far outside in light,
 contrast and texture, and its decision is not evidence of anything.
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from steelqc.config import MonitoringSettings
-from steelqc.monitoring import FEATURE_COLUMNS, patch_features
+from steelqc.monitoring.features import FEATURE_COLUMNS, patch_features
 
 
 @dataclass(frozen=True)
