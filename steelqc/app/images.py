@@ -106,8 +106,8 @@ def heatmap_figure(
 ) -> np.ndarray:  # fmt: skip
     """The strip in its own grey with the scores over it and a colour bar marked at the thresholds.
 
-    Opacity grows with the score (0 is fully transparent), so clean steel is shown untouched and only what
-    the model flags is coloured; the worst patch is framed in the decision's colour.
+    Opacity grows with the square of the score (0 is fully transparent), so clean steel is shown as it is and
+    what the model flags stands out; the worst patch is framed in the decision's colour.
     """
     height, width = pixels.shape
     fig_width = 12.0
@@ -116,7 +116,7 @@ def heatmap_figure(
     axes = figure.add_subplot()
     axes.imshow(pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
     colours = matplotlib.colormaps[HEAT_CMAP](np.clip(heat, 0.0, 1.0))
-    colours[..., 3] = 0.65 * np.clip(heat, 0.0, 1.0)
+    colours[..., 3] = 0.7 * np.clip(heat, 0.0, 1.0) ** 2  # squared: low scores barely tint, high ones stand out
     axes.imshow(colours, interpolation="nearest", aspect="auto")
     y, x = worst_patch
     axes.add_patch(
@@ -126,11 +126,12 @@ def heatmap_figure(
     axes.set_xticks([])
     axes.set_yticks([])
     bar = figure.colorbar(ScalarMappable(Normalize(0.0, 1.0), HEAT_CMAP), ax=axes, fraction=0.025, pad=0.01)
-    bar.set_label("patch score")
-    for value, label in _threshold_lines(thresholds):
+    bar.ax.set_title("score", fontsize=9)
+    lines = _threshold_lines(thresholds)
+    for value, _label in lines:
         bar.ax.axhline(value, color="black", linewidth=2)
-        bar.ax.text(1.15, value, f" {label} {value:.2f}", transform=bar.ax.get_yaxis_transform(),
-                    va="center", fontsize=8)  # fmt: skip
+    bar.set_ticks([0.0, *(value for value, _ in lines), 1.0],
+                  labels=["0", *(f"{label} {value:.2f}" for value, label in lines), "1"], fontsize=8)  # fmt: skip
     return _rendered(figure)
 
 

@@ -243,3 +243,34 @@ def test_qa_page_stale_gate_is_a_message_and_changes_nothing(registry: Settings,
     assert not at.exception
     assert f"champion is v{newer} but the gate of v{older} compared against v1" in texts(at.error)
     assert promotion.champion_version(registry) == newer
+
+
+def test_qa_page_links_the_runs_and_shows_the_champions_drift_status(
+    registry: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from steelqc.tracking import ensure_experiment
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    version = pending_challenger(registry, tmp_path)
+    client = MlflowClient(registry.mlflow_tracking_uri, registry_uri=registry.mlflow_tracking_uri)
+    client.set_model_version_tag(registry.tracking.registered_model, version, promotion.TAG_FLOW_RUN, "abc-123")
+    at = run_app("QA")
+    links = texts(at.markdown)
+    assert "[flow run](http://127.0.0.1:4200/runs/flow-run/abc-123)" in links
+    run = client.get_run(client.get_model_version(registry.tracking.registered_model, version).run_id)
+    assert f"[MLflow run](http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id})" in links
+    assert "**Gate passed** against champion v1" in links
+    assert "v1 was never checked against production" in texts(at.caption)
+
+    tags = {"drift_detected": "true", "reasons": "29% of columns drifted: blur, contrast"}
+    check = client.create_run(ensure_experiment(registry, "monitoring"), tags=tags)
+    for key, value in {"model_version": "1", "since": "2026-12-01", "until": "today"}.items():
+        client.log_param(check.info.run_id, key, value)
+    client.set_terminated(check.info.run_id)
+    at.run()
+    assert not at.exception
+    drift = texts(at.error)
+    assert "**Drift detected** on champion v1: 29% of columns drifted: blur, contrast" in drift
+    assert "over 2026-12-01 to today" in drift and check.info.run_id in drift
