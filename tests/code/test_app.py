@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,6 +192,27 @@ def test_several_images_give_a_summary_table_and_a_csv(registry: Settings, sever
     assert at.download_button[0].label == "Download the table (CSV)"
     assert at.selectbox[0].options[0] == table.sort_values("worst_score", ascending=False)["image"].iloc[0]
     assert decision_of(at) in DECISIONS  # the worst image's detail under the table
+
+
+def test_a_folder_on_the_apps_machine_is_inspected_as_a_batch(registry: Settings, tmp_path: Path) -> None:
+
+
+    from steelqc.app.images import PACKAGED_DEMO_DIR
+
+    folder = tmp_path / "coil"
+    folder.mkdir()
+    for path in sorted(PACKAGED_DEMO_DIR.glob("*.png"))[:2]:
+        shutil.copy(path, folder / path.name)
+    (folder / "readme.txt").write_text("not an image")
+    at = run_app()
+    at.radio[0].set_value("Folder").run()
+    at.text_input[0].input(str(folder)).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["image"]) == sorted(p.name for p in folder.iterdir())
+    assert table.set_index("image").loc["readme.txt", "decision"] == "ERROR"
+    at.text_input[0].input(str(tmp_path / "nowhere")).run()
+    assert "Cannot list" in texts(at.error) and "no such file or folder" in texts(at.error)
 
 
 def test_qa_page_approve_moves_the_champion_alias(registry: Settings, tmp_path: Path) -> None:
