@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from steelqc.cli._app import DATA, app, console, existing_path, fail, run_guarded
+from steelqc.cli._app import DATA, app, console, existing_path, fail, run_guarded, stdout_console
 from steelqc.data.importers import import_voc
 from steelqc.data.mask_importer import MaskImportSummary, import_masks
 from steelqc.data.mask_pairing import DEFAULT_CLEAN_FOLDERS, DEFAULT_MASK_PATTERNS
@@ -80,7 +80,7 @@ def synth(
         size_scale=size_scale,
     )
     per_class = ", ".join(f"class {c}: {n}" for c, n in summary.masks_per_class.items())
-    console.print(
+    stdout_console().print(
         f"wrote {summary.images} images ({summary.defective} defective; {per_class}) to {summary.root} "
         f"in {summary.seconds:.1f} s"
     )
@@ -100,7 +100,7 @@ def import_voc_command(
     image_size = (height, width) if height is not None and width is not None else None
     summary = _run_with_progress("importing", import_voc, src, out, image_size=image_size)
     classes = ", ".join(f"{i}={name} ({summary.masks_per_class[i]})" for i, name in summary.classes.items())
-    console.print(
+    stdout_console().print(
         f"imported {summary.images} images, {summary.boxes} boxes into {summary.root} in {summary.seconds:.1f} s; "
         f"classes {classes}"
     )
@@ -122,7 +122,8 @@ def _print_mask_summary(summary: MaskImportSummary) -> None:
     for class_id, name in summary.classes.items():
         table.add_row(str(class_id), escape(name), str(summary.masks_per_class[class_id]))
     table.add_row("", "clean", str(summary.clean))
-    console.print(table)
+    out = stdout_console()
+    out.print(table)
     notes = [f"{summary.resized} resized", f"{summary.padded} padded"]
     if summary.empty_masks_clean:
         notes.append(f"{summary.empty_masks_clean} empty masks in defect folders written clean")
@@ -132,7 +133,7 @@ def _print_mask_summary(summary: MaskImportSummary) -> None:
         notes.append(f"{summary.masks_kept_by_area} masks too thin for nearest resizing kept by area")
     if summary.renamed:
         notes.append(f"{summary.renamed} renamed")
-    console.print(
+    out.print(
         f"imported {summary.images} images ({summary.images - summary.clean} defective, {summary.clean} clean) into "
         f"{summary.root} in {summary.seconds:.1f} s at {summary.height}x{summary.width} ({summary.fit}: "
         f"{', '.join(notes)}); source of every image in {summary.mapping_file}"

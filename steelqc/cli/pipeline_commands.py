@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 import typer
 
-from steelqc.cli._app import TRAINING, SetOption, app, console, exit_for, fail, parse_sets, settings_from_cli
+from steelqc.cli._app import (
+    TRAINING,
+    JsonOption,
+    SetOption,
+    app,
+    console,
+    exit_for,
+    fail,
+    parse_sets,
+    settings_from_cli,
+)
 from steelqc.config import GENERATED_DATA_PROFILE, Settings, resolve_profile
 
 HEADLINE = (
@@ -68,10 +79,14 @@ def pipeline(
     auto_approve: bool = typer.Option(False, "--auto-approve", help="Promote without waiting for a QA lead"),
     runner: str = typer.Option("local", "--runner", help="local (threads) or dask"),
     dask_address: str = typer.Option(None, "--dask-address", help="tcp://host:port of an existing Dask scheduler"),
+    as_json: bool = JsonOption,
 ) -> None:
     """Run the retraining flow: validate, patch, train, thresholds, evaluate, register, gate, approval."""
     settings, summary = _run_retrain(data, config, sets, auto_approve, runner, dask_address)
-    _print_summary(settings, summary)
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        _print_summary(settings, summary)
     if not summary["gate"]["passed"]:
         raise typer.Exit(1)
 
