@@ -110,14 +110,14 @@ def heatmap_figure(
     what the model flags stands out; the worst patch is framed in the decision's colour.
     """
     height, width = pixels.shape
-    fig_width = 12.0
-    strip_height = float(np.clip(fig_width * 0.9 * height / width, 1.6, 7.0))
+    strip_height = float(np.clip(12.0 * 0.9 * height / width, 1.6, 7.0))  # inches; a strip 12 wide, a tile 7 high
+    fig_width = min(12.0, strip_height * width / height / 0.9 + 1.0)
     figure = Figure(figsize=(fig_width, strip_height + 0.5), dpi=100, layout="constrained")
     axes = figure.add_subplot()
-    axes.imshow(pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
+    axes.imshow(pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     colours = matplotlib.colormaps[HEAT_CMAP](np.clip(heat, 0.0, 1.0))
     colours[..., 3] = 0.7 * np.clip(heat, 0.0, 1.0) ** 2  # squared: low scores barely tint, high ones stand out
-    axes.imshow(colours, interpolation="nearest", aspect="auto")
+    axes.imshow(colours, interpolation="nearest")
     y, x = worst_patch
     axes.add_patch(
         Rectangle((x - 0.5, y - 0.5), min(patch_size, width - x), min(patch_size, height - y),
