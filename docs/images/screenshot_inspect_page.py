@@ -71,7 +71,7 @@ class Page:
             if text in str(self.js("document.body.innerText")):
                 return
             time.sleep(1)
-        raise SystemExit(f"the page never showed {text!r}")
+        raise SystemExit(f"the page never showed {text!r}; it shows:\n{self.js('document.body.innerText')}")
 
 
 def main() -> None:
@@ -97,7 +97,7 @@ def main() -> None:
             page.call("Page.navigate", url=f"http://127.0.0.1:{app_port}/")
             page.wait_text("Worst patch score")
             page.js("[...document.querySelectorAll('label')].find(l => l.innerText.trim() === 'Upload').click()")
-            page.wait_text("Drag and drop")
+            page.wait_text("per file")
             root = page.call("DOM.getDocument")["root"]["nodeId"]
             node = page.call("DOM.querySelector", nodeId=root, selector="input[type=file]")["nodeId"]
             page.call("DOM.setFileInputFiles", nodeId=node, files=[str(args.image.resolve())])
