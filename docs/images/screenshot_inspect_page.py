@@ -101,8 +101,14 @@ def main() -> None:
             root = page.call("DOM.getDocument")["root"]["nodeId"]
             node = page.call("DOM.querySelector", nodeId=root, selector="input[type=file]")["nodeId"]
             page.call("DOM.setFileInputFiles", nodeId=node, files=[str(args.image.resolve())])
-            page.wait_text(f"{args.image.name}: patch scores")
-            time.sleep(3)  # let the figures paint
+            page.wait_text("score of each patch")
+            deadline = time.monotonic() + 60  # both figures loaded and painted
+            while time.monotonic() < deadline and not page.js(
+                "[...document.querySelectorAll('[data-testid=stImage] img')].filter(i => i.complete && i.naturalWidth)"
+                ".length >= 2"
+            ):
+                time.sleep(0.5)
+            time.sleep(2)
             shot = page.call("Page.captureScreenshot", format="png")["data"]
             args.out.write_bytes(base64.b64decode(shot))
             print(f"wrote {args.out}")

@@ -116,7 +116,7 @@ def heatmap_figure(
     axes = figure.add_subplot()
     axes.imshow(pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     colours = matplotlib.colormaps[HEAT_CMAP](np.clip(heat, 0.0, 1.0))
-    colours[..., 3] = 0.7 * np.clip(heat, 0.0, 1.0) ** 2  # squared: low scores barely tint, high ones stand out
+    colours[..., 3] = 0.55 * np.clip(heat, 0.0, 1.0) ** 2  # squared: low scores barely tint; at most 55 %: steel shows
     axes.imshow(colours, interpolation="nearest")
     y, x = worst_patch
     axes.add_patch(
