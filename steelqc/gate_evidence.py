@@ -9,20 +9,16 @@ from __future__ import annotations
 
 from html import escape
 
-from steelqc.gate import GATED_METRICS, REPORTED_METRICS, GateDecision
+from steelqc.gate import GateDecision, side_by_side
 
 EVIDENCE_DIR = "gate"
-#: Row order: the metrics that decide first, then what their recall costs.
-ROW_ORDER = (*GATED_METRICS, *(name for name in REPORTED_METRICS if name not in GATED_METRICS))
 
 
 def evidence_rows(decision: GateDecision) -> list[tuple[str, float | None, float | None, float | None]]:
-    """``(metric, challenger, champion, challenger - champion)`` for every metric either side has."""
-    champion = decision.champion or {}
-    names = [n for n in ROW_ORDER if n in decision.challenger or n in champion]
-    names += sorted((set(decision.challenger) | set(champion)) - set(names))
+    """``(metric, challenger, champion, challenger - champion)``: :func:`steelqc.gate.side_by_side` of the decision."""
     return [
-        (name, decision.challenger.get(name), champion.get(name), decision.deltas.get(name)) for name in names
+        (row["metric"], row["challenger"], row["champion"], row["difference"])
+        for row in side_by_side(decision.challenger, decision.champion)
     ]
 
 

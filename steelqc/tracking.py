@@ -41,6 +41,9 @@ MODEL_DEVELOPMENT = "custom_model_development"  # the UI's value for classic tra
 DESCRIPTION_TAG = "mlflow.note.content"  # what MLflow's UI shows as a run's description
 #: Metric names start with the split they were measured on; MLflow's UI groups its charts by that prefix.
 TRAIN, VAL, TEST = "train/", "val/", "test/"
+#: MLflow 3.17's UI picks its GenAI or "Model training" layout from this URL parameter (else from the browser's last
+#: choice, GenAI by default), whatever the experiment's kind: links to steelqc's experiments carry it.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 # "<host> <pid> <process start time>" of the process running a `steelqc train` run: a later start tells a run
 # whose process was killed (SIGKILL, power loss: MLflow never closed it) from one still training.
 TAG_PROCESS = "steelqc.process"
@@ -137,6 +140,11 @@ def flatten_settings(settings: Settings) -> dict[str, str]:
 
     walk("", settings.model_dump(mode="json"))
     return flat
+
+
+def experiment_link(ui_url: str, experiment_id: str) -> str:
+    """An experiment's page in the MLflow UI at ``ui_url``, opened on its training runs."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}?{MODEL_TRAINING_VIEW}"
 
 
 def run_name(job: str, dataset_name: str, settings: Settings) -> str:
