@@ -30,6 +30,7 @@ from steelqc.tracking import (
     TrackingUnavailableError,
     configure_tracking,
     ensure_experiment,
+    experiment_link,
     experiment_name,
     flatten_settings,
     git_commit,
@@ -120,6 +121,9 @@ def test_run_name_and_description_say_data_backbone_and_profile() -> None:
     description = run_description("retrain", "magnetic-tile", "s3://coils/mt", settings)
     assert "**magnetic-tile** (`s3://coils/mt`)" in description and "profile **demo**" in description
     assert f"`{settings.model.backbone}`" in description and "`test/…`" in description
+    assert experiment_link("http://127.0.0.1:5000/", "7") == (
+        "http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning"  # MLflow 3.17's "Model training" layout
+    )
 
 
 def test_model_input_forms() -> None:
