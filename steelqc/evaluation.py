@@ -205,9 +205,12 @@ def _threshold_sweep_plot(y: np.ndarray, s: np.ndarray, t: Thresholds, split: st
     finite = np.isfinite(roc_thresholds)  # roc_curve's first threshold is +inf (nothing flagged)
     order = np.argsort(roc_thresholds[finite])
     floor = _zoom_floor(float(recall_score(y, s >= t.t_pass)))
-    # recall falls as the threshold rises: zoom to the thresholds that keep it above the floor, t_pass included
+    # recall falls as the threshold rises: zoom to where it falls from 1.0 to the floor, t_pass included
+    catches_all = pr_thresholds[recall[:-1] >= 1.0]  # up to the lowest defect score
+    low = min(float(catches_all.max()) if catches_all.size else t.t_pass, t.t_pass)
     high = max(float(pr_thresholds[recall[:-1] >= floor].max(initial=t.t_pass)), t.t_pass)
-    high = min(1.0, high * 1.15 + 1e-3)
+    pad = max(0.1 * (high - low), 1e-3)
+    low, high = max(0.0, low - pad), min(1.0, high + pad)
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     whole, zoom = fig.subplots(1, 2)
     for ax in (whole, zoom):
@@ -219,7 +222,7 @@ def _threshold_sweep_plot(y: np.ndarray, s: np.ndarray, t: Thresholds, split: st
         ax.grid(alpha=0.3)
     whole.set(xlabel="threshold (flagged when score ≥ threshold)", ylabel="patch level", xlim=(0, 1),
               ylim=(0, 1.02), title="all thresholds")
-    zoom.set(xlabel="threshold", xlim=(0, high), ylim=(floor - 0.02, 1.005),
+    zoom.set(xlabel="threshold", xlim=(low, high), ylim=(floor - 0.02, 1.005),
              title=f"zoomed: thresholds where recall ≥ {floor:.2f}")
     fig.suptitle(f"Threshold sweep, {split} split, patch level")
     _legend_outside(fig, whole)
@@ -259,7 +262,7 @@ def _gallery(patches: pd.DataFrame, load_image: Callable[[str], np.ndarray],
     """Crops of the listed patches, worst first; with ``load_masks`` each defect is outlined in red."""
     cols = min(6, len(patches))
     nrows = -(-len(patches) // cols)
-    fig = Figure(figsize=(2.2 * cols, 2.5 * nrows + 0.4), layout="constrained")
+    fig = Figure(figsize=(max(2.2 * cols, 6.0), 2.5 * nrows + 0.4), layout="constrained")  # room for the title
     axes = np.atleast_1d(fig.subplots(nrows, cols)).ravel()
     images: dict[str, np.ndarray] = {}
     defects: dict[str, np.ndarray] = {}
