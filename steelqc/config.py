@@ -174,6 +174,26 @@ class MonitoringSettings(_Section):
     trigger_retrain: bool = False
 
 
+class NoveltySettings(_Section):
+    """Novel-defect guard: nearest-neighbour novelty against clean training patches, calibrated on validation."""
+
+    enabled: bool = Field(False, description="Build the bank at training; a model logged with one applies it")
+    layer: Literal["pool", "embedding"] = Field(
+        "pool",
+        description="pool: the backbone's pooled features (generic appearance); embedding: the 64-unit head "
+        "layer monitoring logs (trained to separate known defects, so weaker for unseen ones; exports have it)",
+    )
+    bank_size: int = Field(1000, ge=1, description="Bank entries kept from the clean training patches")
+    source_patches: int = Field(5000, ge=1, description="Clean training patches embedded before subsampling")
+    subsample: Literal["coreset", "random"] = Field("coreset", description="Greedy k-centre coreset or random")
+    k: int = Field(1, ge=1, description="Novelty = mean distance to the k nearest bank entries")
+    max_clean_hold_rate: float = Field(
+        0.03, gt=0.0, lt=1.0, description="False-alarm budget: share of clean images the guard may HOLD"
+    )
+    confidence: float | None = Field(0.95, gt=0.0, lt=1.0, description="Clopper-Pearson level of that budget")
+    seed: int = 0
+
+
 class AppSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8501, ge=1, le=65535)
@@ -199,6 +219,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = TrackingSettings()
     gate: GateSettings = GateSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    novelty: NoveltySettings = NoveltySettings()
     app: AppSettings = AppSettings()
 
     @field_validator("state_dir")

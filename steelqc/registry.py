@@ -47,6 +47,7 @@ from steelqc.thresholds import Thresholds
 # the experiment helpers here and start in seconds.
 if TYPE_CHECKING:
     from steelqc.inference import ImageResult, Inspector
+    from steelqc.novelty import NoveltyBank
 
 PROJECT_ROOT = Path(steelqc.__file__).resolve().parents[1]
 SERVER_SCHEMES = {"http", "https", "databricks"}
@@ -263,10 +264,29 @@ def _item_bytes_or_array(item: Any, i: int) -> bytes | np.ndarray:
 
 
 RESULT_COLUMNS = tuple(spec.name for spec in OUTPUT_SIGNATURE.inputs)
+# Output columns of a model that carries a novelty guard (steelqc.novelty), after RESULT_COLUMNS.
+NOVELTY_SIGNATURE = [ColSpec("double", "max_novelty"), ColSpec("string", "reason")]
+NOVELTY_COLUMNS = tuple(spec.name for spec in NOVELTY_SIGNATURE)
 
 
 def result_record(result: ImageResult) -> dict[str, Any]:
-    """One image's output row (:data:`RESULT_COLUMNS`); plain dict so per-image callers build no DataFrame."""
+    """One image's output row (:data:`RESULT_COLUMNS`, + :data:`NOVELTY_COLUMNS` and per-patch novelty when the
+    model carries a novelty guard); plain dict so per-image callers build no DataFrame."""
+    if result.patch_novelty is not None:
+        return _with_novelty(_classifier_record(result), result)
+    return _classifier_record(result)
+
+
+def _with_novelty(record: dict[str, Any], result: ImageResult) -> dict[str, Any]:
+    assert result.patch_novelty is not None and result.novel is not None
+    patches = json.loads(record["patch_scores"])
+    for patch, novelty, novel in zip(patches, result.patch_novelty, result.novel, strict=True):
+        patch.update(novelty=round(float(novelty), 6), novel=bool(novel))
+    return {**record, "patch_scores": json.dumps(patches), "max_novelty": float(np.max(result.patch_novelty)),
+            "reason": result.reason}  # fmt: skip
+
+
+def _classifier_record(result: ImageResult) -> dict[str, Any]:
     return {
         "decision": result.decision,
         "worst_score": result.worst_score,
@@ -283,7 +303,9 @@ def result_record(result: ImageResult) -> dict[str, Any]:
 
 def results_frame(results: Sequence[ImageResult]) -> pd.DataFrame:
     """One row per image: decision, worst score and patch, and every patch's score as JSON."""
-    return pd.DataFrame([result_record(r) for r in results], columns=list(RESULT_COLUMNS))
+    guarded = any(r.patch_novelty is not None for r in results)
+    columns = [*RESULT_COLUMNS, *NOVELTY_COLUMNS] if guarded else list(RESULT_COLUMNS)
+    return pd.DataFrame([result_record(r) for r in results], columns=columns)
 
 
 class SteelQCModel(PythonModel):
@@ -302,11 +324,17 @@ class SteelQCModel(PythonModel):
         # a model logged without a runtime config predates exports and must not pick one up: Keras
         requested = (context.model_config or {}).get(RUNTIME_CONFIG_KEY, KERAS)
         exported, self.runtime_note = choose_runtime(keras_path.parent / EXPORTS_DIR, requested)
+        from steelqc.novelty import NOVELTY_ARTIFACT, novelty_runs_on_export
+
+        bank_path = context.artifacts.get(NOVELTY_ARTIFACT)  # absent for a model logged without a bank
+        if exported is not None and bank_path is not None and not novelty_runs_on_export(bank_path):
+            exported, self.runtime_note = None, "the novelty bank needs a layer exports lack: scoring with Keras"
         if self.runtime_note:
             logging.getLogger(__name__).warning(self.runtime_note)
         self.runtime = exported.runtime if exported is not None else KERAS
         self.inspector = inspector_from_files(
-            keras_path, context.artifacts["thresholds"], context.artifacts["geometry"], exported=exported
+            keras_path, context.artifacts["thresholds"], context.artifacts["geometry"], exported=exported,
+            novelty_bank=bank_path,
         )
 
     # ``pd.DataFrame`` is one of the hints MLflow infers no schema from and never validates or converts
@@ -324,8 +352,10 @@ def inspector_from_files(
     geometry_path: str | Path,
     *,
     exported: ExportedModel | None = None,
+    novelty_bank: str | Path | None = None,
 ) -> Inspector:
-    """Rebuild the Inspector from the three artefacts of a logged model; ``exported`` scores in Keras' place."""
+    """Rebuild the Inspector from the artefacts of a logged model; ``exported`` scores in Keras' place, and a
+    ``novelty_bank`` (:mod:`steelqc.novelty`) guards its decisions."""
     import keras
 
     from steelqc.inference import Inspector
@@ -333,7 +363,12 @@ def inspector_from_files(
     model = exported if exported is not None else keras.saving.load_model(keras_path, compile=False)
     thresholds = Thresholds.from_dict(json.loads(Path(thresholds_path).read_text()))
     geometry = json.loads(Path(geometry_path).read_text())
-    return Inspector(model, thresholds, geometry["patch_size"], geometry["stride"], geometry["pad_mode"])
+    from steelqc.novelty import NoveltyBank, NoveltyGuard
+
+    guard = NoveltyGuard(NoveltyBank.load(novelty_bank)) if novelty_bank is not None else None
+    return Inspector(
+        model, thresholds, geometry["patch_size"], geometry["stride"], geometry["pad_mode"], novelty=guard
+    )
 
 
 def pip_requirements() -> list[str]:
@@ -348,15 +383,21 @@ def pip_requirements() -> list[str]:
 
 
 def log_pyfunc_model(
-    model: Any, thresholds: Thresholds, patches: PatchSettings, example_image: np.ndarray
+    model: Any,
+    thresholds: Thresholds,
+    patches: PatchSettings,
+    example_image: np.ndarray,
+    novelty_bank: NoveltyBank | None = None,
 ) -> ModelInfo:
     """Log the Keras model + thresholds + geometry as the ``model`` pyfunc of the active run.
 
     The signature names the outputs only: inputs are deliberately polymorphic (bytes, base64, arrays),
     which a column or tensor input schema would reject. steelqc's code travels with the model
-    (``code_paths``) so a serving environment needs only the pinned packages.
+    (``code_paths``) so a serving environment needs only the pinned packages. A ``novelty_bank`` travels as
+    one more artefact and is loaded with the model; its outputs gain :data:`NOVELTY_COLUMNS`.
     """
     from steelqc.data.images import encode_png
+    from steelqc.novelty import BANK_FILE, NOVELTY_ARTIFACT
 
     with tempfile.TemporaryDirectory(prefix="steelqc-model-") as tmp:
         keras_path = Path(tmp) / "model.keras"
@@ -365,16 +406,17 @@ def log_pyfunc_model(
         thresholds_path.write_text(json.dumps(thresholds.to_dict(), indent=2))
         geometry_path = Path(tmp) / "geometry.json"
         geometry_path.write_text(json.dumps(geometry_of(patches), indent=2))
+        artifacts = {"keras_model": str(keras_path), "thresholds": str(thresholds_path), "geometry": str(geometry_path)}
+        outputs = OUTPUT_SIGNATURE
+        if novelty_bank is not None:
+            artifacts[NOVELTY_ARTIFACT] = str(novelty_bank.save(Path(tmp) / BANK_FILE))
+            outputs = Schema([*OUTPUT_SIGNATURE.inputs, *NOVELTY_SIGNATURE])
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             python_model=SteelQCModel(),
-            artifacts={
-                "keras_model": str(keras_path),
-                "thresholds": str(thresholds_path),
-                "geometry": str(geometry_path),
-            },
+            artifacts=artifacts,
             code_paths=[str(Path(steelqc.__file__).parent)],
-            signature=ModelSignature(inputs=None, outputs=OUTPUT_SIGNATURE),
+            signature=ModelSignature(inputs=None, outputs=outputs),
             input_example=pd.DataFrame({"image": [encode_png(example_image)]}),
             pip_requirements=pip_requirements(),
             model_config={RUNTIME_CONFIG_KEY: AUTO},  # logged, so load_model(model_config=...) may override it

@@ -17,6 +17,7 @@ from steelqc.app.images import DECISION_COLORS, demo_images, overlay_heatmap, pa
 from steelqc.config import Settings
 from steelqc.data.errors import DataError
 from steelqc.inference import ImageResult, Inspector
+from steelqc.novelty import outline_novel
 
 DEMO, UPLOAD = "Demo image", "Upload"
 
@@ -43,6 +44,7 @@ def render_result(name: str, pixels: np.ndarray, result: ImageResult, inspector:
     """Decision badge, worst score against both thresholds, heatmap over the whole strip, patch table."""
     thresholds = inspector.thresholds
     st.markdown(f"### :{DECISION_COLORS[result.decision]}-badge[{result.decision}]")
+    _novelty_note(result, inspector)
     y, x = result.worst_patch
     score_col, rule_col = st.columns([1, 3])
     score_col.metric("Worst patch score", f"{result.worst_score:.3f}")
@@ -57,15 +59,32 @@ def render_result(name: str, pixels: np.ndarray, result: ImageResult, inspector:
         f"({inspector.patch_size}×{inspector.patch_size} px, framed in white)."
     )
     heat = patch_heatmap(pixels.shape, result.positions, result.patch_scores, inspector.patch_size)
+    overlay = overlay_heatmap(pixels, heat, result.worst_patch, inspector.patch_size)
+    if result.novel is not None:
+        outline_novel(overlay, result.positions, result.novel, inspector.patch_size)
     st.image(
-        overlay_heatmap(pixels, heat, result.worst_patch, inspector.patch_size),
+        overlay,
         caption=f"{name}: patch scores over the strip (blue 0 → red 1)",
         width="stretch",
     )
+    table = patch_table(result.positions, result.patch_scores, result.patch_decisions)
+    if result.patch_novelty is not None:
+        table["novelty"] = result.patch_novelty
     st.dataframe(
-        patch_table(result.positions, result.patch_scores, result.patch_decisions),
+        table,
         hide_index=True,
         column_config={"score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.3f")},
+    )
+
+
+def _novelty_note(result: ImageResult, inspector: Inspector) -> None:
+    """The novelty guard's reason beside the classifier's score, when the model carries a guard and it fired."""
+    if inspector.novelty is None or result.patch_novelty is None or not result.reason:
+        return
+    st.warning(
+        f"**{result.reason}**: a patch looks unlike every clean training patch (novelty "
+        f"{float(np.max(result.patch_novelty)):.3f} > {inspector.novelty.threshold:.3f}), so it is at least HOLD "
+        f"whatever the classifier says (worst score {result.worst_score:.3f}). Such patches are framed in magenta."
     )
 
 
