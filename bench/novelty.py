@@ -67,7 +67,8 @@ def _dataset(data: Path, work: Path) -> Path:
 
 
 def _without_class(source: Path, held_out: int, out: Path, max_clean: int | None, seed: int) -> list[str]:
-    """A copy of ``source`` (images symlinked) without the images of class ``held_out``; their ids."""
+    """A copy of ``source`` (images hard-linked: the dataset refuses symlinks leaving its root) without the
+    images of class ``held_out``; their ids."""
     import numpy as np
     import yaml
 
@@ -77,7 +78,7 @@ def _without_class(source: Path, held_out: int, out: Path, max_clean: int | None
     if held_out not in dataset.meta.classes:
         sys.exit(f"class {held_out} is not in {source} (classes: {dataset.meta.classes})")
     labels = dataset.labels
-    held = sorted(set(labels.loc[labels["ClassId"] == held_out, "ImageId"]))
+    held = sorted(set(labels.loc[labels["ClassId"].astype(int) == held_out, "ImageId"]))
     defective = set(labels["ImageId"])
     clean = [i for i in dataset.image_ids if i not in defective]
     if max_clean is not None and len(clean) > max_clean:
@@ -87,7 +88,7 @@ def _without_class(source: Path, held_out: int, out: Path, max_clean: int | None
     for image_id in keep:
         link = out / "train_images" / image_id
         if not link.exists():
-            link.symlink_to((source / "train_images" / image_id).resolve())
+            os.link(source / "train_images" / image_id, link)
     kept = labels[labels["ImageId"].isin(keep)]
     kept[["ImageId", "ClassId", "EncodedPixels"]].to_csv(out / "train.csv", index=False)
     meta = yaml.safe_load((source / "dataset.yaml").read_text())

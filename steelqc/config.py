@@ -171,6 +171,12 @@ class MonitoringSettings(_Section):
         0.5, gt=0.0, description="Per-column threshold of drift_method (wasserstein: reference std units)"
     )
     window_days: int = Field(7, ge=1, description="Days of patch log `steelqc monitor` reads by default")
+    novel_share_rise: float = Field(
+        2.0,
+        gt=1.0,
+        description="Novelty guard: a day whose share of novel patches is provably (95%) above this many times "
+        "the reference's share is drift",
+    )
     trigger_retrain: bool = False
 
 

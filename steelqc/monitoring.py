@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from steelqc.config import MonitoringSettings
 from steelqc.data.errors import DataError
 from steelqc.data.storage import LocalStorage, S3Storage, open_storage
+from steelqc.novelty import NOVEL_COLUMN, NOVELTY_COLUMN, NoveltyBank, NoveltyGuard, novelty_rise_reasons
 from steelqc.runtimes import ExportedModel
 
 if TYPE_CHECKING:
@@ -201,12 +202,26 @@ class EmbeddingRecorder:
 
 
 def build_reference(
-    model: keras.Model, patches: np.ndarray, *, n_components: int = 8, batch_size: int = 64
+    model: keras.Model,
+    patches: np.ndarray,
+    *,
+    n_components: int = 8,
+    batch_size: int = 64,
+    novelty: NoveltyBank | None = None,
 ) -> tuple[pd.DataFrame, PCA]:
-    """The reference set of a model version from its validation patches, with the PCA fitted on them."""
-    scores, embeddings = scores_and_embeddings(model, patches, batch_size=batch_size)
+    """The reference set of a model version from its validation patches, with the PCA fitted on them; with a
+    ``novelty`` bank also each patch's novelty and flag (the baseline of the novel share), from the same pass."""
+    if novelty is None:
+        scores, embeddings = scores_and_embeddings(model, patches, batch_size=batch_size)
+    else:
+        recorder = EmbeddingRecorder(model)
+        scores, patch_novelty = NoveltyGuard(novelty).scores_and_novelty(recorder, patches, batch_size)
+        embeddings = recorder.take()
     reducer = fit_embedding_reducer(embeddings, n_components)
-    return patch_frame(patch_features(patches), scores, embeddings=embeddings, reducer=reducer), reducer
+    frame = patch_frame(patch_features(patches), scores, embeddings=embeddings, reducer=reducer)
+    if novelty is not None:
+        frame[NOVELTY_COLUMN], frame[NOVEL_COLUMN] = patch_novelty, patch_novelty > novelty.threshold
+    return frame, reducer
 
 
 def save_reference(reference: pd.DataFrame, reducer: PCA | None, out_dir: str | Path) -> Path:
@@ -326,6 +341,7 @@ class DriftResult:
     html_path: Path
     json_path: Path
     reasons: list[str] = field(default_factory=list)  # why drift was declared; empty when it was not
+    novel_share_by_day: dict[str, float] = field(default_factory=dict)  # novelty guard: share of novel patches
     notes: list[str] = field(default_factory=list)  # caveats, e.g. embeddings not compared
 
     def summary(self) -> dict[str, object]:
@@ -344,6 +360,8 @@ class DriftResult:
             "n_current": float(self.n_current),
         }
         metrics.update({f"drift_score_{k}": v for k, v in self.feature_scores.items()})
+        if self.novel_share_by_day:
+            metrics["novel_share_max_day"] = max(self.novel_share_by_day.values())
         if self.embedding_drift_score is not None:
             metrics["embedding_drift_score"] = self.embedding_drift_score
             metrics["embedding_drift"] = float(bool(self.embedding_drift))
@@ -418,6 +436,9 @@ def drift_report(
     snapshot.save_html(str(html_path))
     result = _summarise(snapshot.dict(), settings.drift_share, len(reference), len(current), html_path, json_path)
     result.notes = notes
+    result.novel_share_by_day, novelty_reasons = novelty_rise_reasons(reference, current, settings.novel_share_rise)
+    result.reasons += novelty_reasons
+    result.drift_detected = result.drift_detected or bool(novelty_reasons)
     json_path.write_text(json.dumps(result.summary(), indent=2))
     return result
 
@@ -508,6 +529,7 @@ def log_reference(
     *,
     max_patches: int = 2000,
     n_components: int = 8,
+    novelty: NoveltyBank | None = None,
 ) -> pd.DataFrame:
     """Build the reference set on the validation patches and log it to the *active* MLflow run.
 
@@ -518,9 +540,8 @@ def log_reference(
 
     import mlflow
 
-    reference, reducer = build_reference(
-        model, reference_patches(dataset, index, patch_settings, max_patches=max_patches), n_components=n_components
-    )
+    patches = reference_patches(dataset, index, patch_settings, max_patches=max_patches)
+    reference, reducer = build_reference(model, patches, n_components=n_components, novelty=novelty)
     with tempfile.TemporaryDirectory(prefix="steelqc-reference-") as tmp:
         mlflow.log_artifacts(str(save_reference(reference, reducer, tmp)), MONITORING_ARTIFACT_DIR)
     return reference

@@ -340,3 +340,39 @@ def fit_guard(
     )
     bank.info["clean_val_patch_novel_share"] = float(np.mean(novelty > bank.threshold))
     return bank
+
+
+# --- monitoring: the share of novel patches per day -----------------------------------------------------
+
+
+def novel_share_by_day(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per day logged (``logged_at``): patches, novel patches and their share; rows without a guard left out."""
+    flagged = frame.dropna(subset=[NOVEL_COLUMN])
+    days = pd.to_datetime(flagged["logged_at"], utc=True).dt.date
+    grouped = flagged[NOVEL_COLUMN].astype(bool).groupby(days)
+    per_day = pd.DataFrame({"patches": grouped.size(), "novel": grouped.sum()})
+    return per_day.assign(share=per_day["novel"] / per_day["patches"])
+
+
+def novelty_rise_reasons(
+    reference: pd.DataFrame, current: pd.DataFrame, rise: float, confidence: float = 0.95
+) -> tuple[dict[str, float], list[str]]:
+    """Share of novel patches per day of ``current`` and a drift reason for each day whose share is, at
+    ``confidence`` (Clopper–Pearson lower bound), more than ``rise`` times the reference's share.
+
+    Both frames need the ``novel`` column (written when the model carries a guard); otherwise nothing is judged.
+    """
+    if NOVEL_COLUMN not in reference.columns or NOVEL_COLUMN not in current.columns or reference.empty:
+        return {}, []
+    per_day = novel_share_by_day(current)
+    # a reference without a single novel patch still allows one in its size, or any novel patch would be a rise
+    baseline = max(float(reference[NOVEL_COLUMN].astype(bool).mean()), 1.0 / len(reference))
+    reasons = []
+    for day, row in per_day.iterrows():
+        bound = recall_lower_bound(int(row["novel"]), int(row["patches"]), confidence)
+        if bound > rise * baseline:
+            reasons.append(
+                f"novel patches rose to {row['share']:.1%} on {day} ({int(row['novel'])} of {int(row['patches'])}; "
+                f"lower bound {bound:.1%} > {rise:g} x the reference's {baseline:.1%})"
+            )
+    return {str(day): float(share) for day, share in per_day["share"].items()}, reasons

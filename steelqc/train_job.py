@@ -175,8 +175,8 @@ def log_and_register(
     the version, so drift monitoring compares production against what *this* model was chosen on.
     """
     log_evaluation(report.metrics, report.to_json(), list(report.plots.values()))
-    log_reference(model, dataset, index, settings.patches)
     bank = log_novelty_bank(model, dataset, index, settings) if settings.novelty.enabled else None
+    log_reference(model, dataset, index, settings.patches, novelty=bank)
     example = dataset.load_image(str(split_rows(index, "test")["image_id"].iloc[0]))
     info = log_pyfunc_model(model, thresholds, settings.patches, example, novelty_bank=bank)
     tags = version_tags(report.metrics, thresholds, data_hash) | (novelty_tags(bank) if bank is not None else {})
