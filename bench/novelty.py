@@ -134,6 +134,7 @@ def _evaluate(state: Path, name: str, version: str, source: Path, held: list[str
         loader = full if part == "held-out" else reduced
         results = inspector.inspect(loader.load_image(i) for i in ids)
         out[f"{part}_seconds"] = time.perf_counter() - started
+        out[f"{part}_novelty"] = [float(np.max(r.patch_novelty)) for r in results if r.patch_novelty is not None]
         guarded = [r.decision for r in results]
         alone = [image_decision(decide(r.patch_scores, meta.thresholds)) for r in results]
         truth = [True] * len(ids) if part == "held-out" else [bool(test[i]) for i in ids]
@@ -142,6 +143,11 @@ def _evaluate(state: Path, name: str, version: str, source: Path, held: list[str
             clean = ~np.array(truth)
             raised = np.array([a == "PASS" and g != "PASS" for a, g in zip(alone, guarded, strict=True)])
             out["extra_hold_clean"] = float(np.mean(raised[clean])) if clean.any() else float("nan")
+            out["clean_novelty"] = [n for n, c in zip(out["test_novelty"], clean, strict=True) if c]
+    from sklearn.metrics import roc_auc_score
+
+    held_novelty, clean_novelty = out["held-out_novelty"], out["clean_novelty"]
+    out["novelty_auc"] = roc_auc_score([1] * len(held_novelty) + [0] * len(clean_novelty), held_novelty + clean_novelty)
     return out
 
 
@@ -190,6 +196,7 @@ def main() -> None:
             rates = result[f"{part}_{arm}"]
             print(f"{title + ', ' + ('classifier' if arm == 'alone' else '+ guard'):<28}{rates['recall']:>9.3f}"
                   f"{rates['precision']:>11.3f}{rates['specificity']:>13.3f}")
+    print(f"novelty ROC-AUC, held-out class vs clean test images (image max): {result['novelty_auc']:.3f}")
     gain = result["held-out_guarded"]["recall"] - result["held-out_alone"]["recall"]
     print(f"held-out recall gain {100 * gain:+.1f} points; extra HOLD on clean test images "
           f"{100 * result['extra_hold_clean']:.1f}% (target: +20 points at <= 5%)")

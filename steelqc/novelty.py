@@ -62,11 +62,15 @@ def hold_rate_upper_bound(held: int, n: int, confidence: float | None) -> float:
     return 1.0 - recall_lower_bound(n - held, n, confidence)
 
 
-def calibrate(clean_image_scores: np.ndarray, budget: float, confidence: float | None) -> NoveltyCalibration:
-    """The lowest threshold whose clean HOLD rate (image max novelty > threshold) is provably within ``budget``.
+def calibrate(
+    clean_image_scores: np.ndarray, budget: float, confidence: float | None, *, prove: bool = False
+) -> NoveltyCalibration:
+    """The lowest threshold whose clean HOLD rate (image max novelty > threshold) is within ``budget``.
 
-    Like ``t_pass`` for recall: with too few clean images to prove the budget at ``confidence``, the threshold
-    is the lowest one whose *observed* rate is within budget, and the note says how many images would be needed.
+    By default the *observed* rate must be within budget and its Clopper–Pearson upper bound is reported
+    (``bound_met`` says whether it is within budget too). With ``prove`` the bound itself must be, as for
+    ``t_pass``: fewer false alarms, but on a hundred clean images that means the highest clean score and a
+    guard that catches less; with too few images to prove it, the observed rule applies and the note says so.
     """
     scores = np.sort(np.asarray(clean_image_scores, dtype=np.float64).ravel())[::-1]
     n = len(scores)
@@ -75,22 +79,21 @@ def calibrate(clean_image_scores: np.ndarray, budget: float, confidence: float |
     if not np.all(np.isfinite(scores)):
         raise ValueError("novelty scores contain non-finite values")
     # Holding the h highest-scoring images means threshold = the (h+1)-th highest score (strict ">" holds ≤ h).
-    allowed = int(np.floor(budget * n))
-    bounds = [hold_rate_upper_bound(h, n, confidence) for h in range(min(allowed, n - 1) + 1)]
-    proven = [h for h, bound in enumerate(bounds) if bound <= budget]
-    bound_met = bool(proven)
-    held = max(proven) if proven else min(allowed, n - 1)
+    allowed = min(int(np.floor(budget * n)), n - 1)
+    proven = [h for h in range(allowed + 1) if hold_rate_upper_bound(h, n, confidence) <= budget]
+    held = max(proven) if prove and proven else allowed
     threshold = float(scores[held])
     actual = int(np.sum(scores > threshold))
     bound = hold_rate_upper_bound(actual, n, confidence)
+    bound_met = bound <= budget
     level = f" at {confidence:.0%} confidence" if confidence is not None else ""
     if bound_met:
-        note = f"clean HOLD rate ≤ {budget:.1%}{level} with {n} clean validation images"
+        note = f"clean HOLD rate {actual / n:.1%}, ≤ {budget:.1%}{level} with {n} clean validation images"
     else:
         needed = int(np.ceil(np.log(1.0 - confidence) / np.log(1.0 - budget))) if confidence is not None else n
         note = (
-            f"too few clean validation images to prove a HOLD rate ≤ {budget:.1%}{level}: {n} images, "
-            f"observed {actual / n:.1%}, upper bound {bound:.1%}; at least {needed} clean images are needed"
+            f"clean HOLD rate {actual / n:.1%} on {n} clean validation images, upper bound {bound:.1%}{level}: "
+            f"proving ≤ {budget:.1%} needs a lower observed rate or at least {needed} clean images"
         )
     return NoveltyCalibration(threshold, budget, actual / n, bound, confidence, n, bound_met, note)
 
@@ -336,7 +339,10 @@ def fit_guard(
     score_in_batches(recorder, _patches_of(dataset, ordered, patch_settings), 64)
     novelty = bank.scores(recorder.take())
     bank.calibration = calibrate(
-        image_maxima(novelty, ordered["image_id"].tolist()), settings.max_clean_hold_rate, settings.confidence
+        image_maxima(novelty, ordered["image_id"].tolist()),
+        settings.max_clean_hold_rate,
+        settings.confidence,
+        prove=settings.prove_budget,
     )
     bank.info["clean_val_patch_novel_share"] = float(np.mean(novelty > bank.threshold))
     return bank
