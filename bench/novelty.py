@@ -115,8 +115,9 @@ def _evaluate(state: Path, name: str, version: str, source: Path, held: list[str
 
     from steelqc.config import load_settings
     from steelqc.data.dataset import Dataset
-    from steelqc.registry import configure_tracking, load_inspector
+    from steelqc.pyfunc import load_inspector
     from steelqc.thresholds import decide, image_decision
+    from steelqc.tracking import configure_tracking
 
     settings = load_settings(overrides={"state_dir": str(state), "tracking.tracking_uri": f"sqlite:///{state}/mlflow.db"})
     configure_tracking(settings)

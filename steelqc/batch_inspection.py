@@ -27,7 +27,7 @@ from steelqc.inference import ImageResult, Inspector
 from steelqc.monitoring import EmbeddingRecorder, PatchLog, patch_features, patch_frame
 from steelqc.novelty import NOVEL_COLUMN, NOVELTY_COLUMN, outline_novel
 from steelqc.patches import PadMode, extract_patches, ordered_parallel_map
-from steelqc.registry import NOVELTY_COLUMNS, result_record
+from steelqc.pyfunc_io import NOVELTY_COLUMNS, result_record
 from steelqc.thresholds import FAIL, HOLD, PASS
 
 ERROR = "ERROR"

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from steelqc.config import Settings, load_settings, resolve_profile
 
@@ -42,6 +53,40 @@ def _show_library_progress() -> None:
         logger.addHandler(RichHandler(console=console, show_path=False, show_level=False, markup=False))
         logger.setLevel(logging.INFO)
         logger.propagate = False  # not twice when a library (Prefect, MLflow) configured the root logger
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, e.g. ``41.3 images/s`` (blank until rich has measured a speed)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} {self.unit}/s" if task.speed else "")
+
+
+@contextmanager
+def progress_bar(description: str, unit: str = "items") -> Iterator[Callable[[int, int], None]]:
+    """A progress bar with a rate, driven by the library's ``progress(done, total)`` callbacks.
+
+    On the diagnostics console (stderr): animated on a terminal, silent in logs and pipes.
+    """
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(unit),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def stdout_console() -> Console:
@@ -81,7 +126,7 @@ def settings_from_cli(
 def registry_settings(config: str | None, sets: list[str] | None) -> Settings:
     """The settings, after checking the registry answers: a server that is down is one line and exit 2 in seconds,
     not MLflow's minutes of retries followed by a traceback."""
-    from steelqc.registry import configure_tracking
+    from steelqc.tracking import configure_tracking
 
     settings = settings_from_cli(config, sets)
     run_guarded(configure_tracking, settings)
@@ -102,7 +147,7 @@ EXIT_CODES = {
     "steelqc.validation.ValidationFailed": 1,
     "steelqc.promotion.PromotionError": 1,
     "steelqc.data.errors.DataError": 2,
-    "steelqc.registry.TrackingUnavailableError": 2,
+    "steelqc.tracking.TrackingUnavailableError": 2,
     "steelqc.lite0.WeightsUnavailableError": 2,  # re-exported by steelqc.model; matched where defined
     "mlflow.exceptions.MlflowException": 2,
     "builtins.OSError": 2,  # unreadable or unwritable paths

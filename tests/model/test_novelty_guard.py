@@ -28,15 +28,11 @@ from steelqc.novelty import (
     image_maxima,
 )
 from steelqc.patches import extract_patches
-from steelqc.registry import (
-    RESULT_COLUMNS,
-    configure_tracking,
-    ensure_experiment,
-    load_inspector,
-    log_pyfunc_model,
-    register_version,
-)
+from steelqc.pyfunc import load_inspector, log_pyfunc_model
+from steelqc.pyfunc_io import RESULT_COLUMNS
+from steelqc.registry import register_version
 from steelqc.thresholds import Thresholds
+from steelqc.tracking import configure_tracking, ensure_experiment
 
 from tiny_model_data import tiny_settings
 
