@@ -16,6 +16,7 @@ trainings take 20-30 min on 2 shared cores; ``--profile real`` uses the ``real``
 
     .venv/bin/python -P bench/novelty.py DATA --hold-out-class K [--work DIR] [--profile fast|real|demo]
         [--max-clean N] [--set k=v ...]
+    .venv/bin/python -P bench/novelty.py --search-timing   # the bank's k-NN search alone, vs all BLAS threads
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ from typing import Any
 PROFILES: dict[str, tuple[str, list[str]]] = {
     "fast": (
         "real",
-        ["model.input_size=160", "train.epochs_frozen=4", "train.epochs_finetune=0", "train.augment=false",
-         "train.patience=2"],
+        [
+            "model.input_size=160",
+            "train.epochs_frozen=4",
+            "train.epochs_finetune=0",
+            "train.augment=false",
+            "train.patience=2",
+        ],
     ),
     "real": ("real", []),
     "demo": ("demo", []),
@@ -119,7 +125,9 @@ def _evaluate(state: Path, name: str, version: str, source: Path, held: list[str
     from steelqc.thresholds import decide, image_decision
     from steelqc.tracking import configure_tracking
 
-    settings = load_settings(overrides={"state_dir": str(state), "tracking.tracking_uri": f"sqlite:///{state}/mlflow.db"})
+    settings = load_settings(
+        overrides={"state_dir": str(state), "tracking.tracking_uri": f"sqlite:///{state}/mlflow.db"}
+    )
     configure_tracking(settings)
     inspector, meta = load_inspector(f"models:/{name}/{version}")
     if inspector.novelty is None:
@@ -152,7 +160,38 @@ def _evaluate(state: Path, name: str, version: str, source: Path, held: list[str
     return out
 
 
+def search_timing(rounds: int = 5) -> None:
+    """ms per 64 queries against a 1000 x 1280 bank (Lite0's pooled features): NoveltyBank.scores (one BLAS
+    thread, exact distances) vs scikit-learn's search on all threads, alternating rounds in this process."""
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    from steelqc.novelty import NoveltyBank
+
+    rng = np.random.default_rng(0)
+    rows, queries = rng.normal(size=(1000, 1280)).astype(np.float32), rng.normal(size=(64, 1280)).astype(np.float32)
+    bank, baseline = NoveltyBank(rows, layer="pool"), NearestNeighbors(n_neighbors=1, algorithm="brute").fit(rows)
+    times: dict[str, list[float]] = {"bank": [], "all threads": []}
+    for _ in range(rounds):
+        for name, search in (
+            ("bank", lambda: bank.scores(queries)),
+            ("all threads", lambda: baseline.kneighbors(queries)),
+        ):
+            started = time.perf_counter()
+            search()
+            times[name].append(1000 * (time.perf_counter() - started))
+    median = {name: float(np.median(t)) for name, t in times.items()}
+    print(
+        f"k-NN, 64 patches vs 1000 x 1280 bank: NoveltyBank.scores {median['bank']:.1f} ms, sklearn on all threads "
+        f"{median['all threads']:.1f} ms ({median['all threads'] / median['bank']:.1f}x); load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
+
+
 def main() -> None:
+    if "--search-timing" in sys.argv:
+        search_timing()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="Severstal-layout folder, or image+mask folder to import")
     parser.add_argument("--hold-out-class", type=int, required=True, help="ClassId removed from train and val")
@@ -185,22 +224,30 @@ def main() -> None:
         load_after = os.getloadavg()
 
     cal = result["calibration"]
-    print(f"\n{args.data} without class {args.hold_out_class} ({result['n_held_out']} held-out images; test split "
-          f"{result['n_test']} images, {result['n_test_clean']} clean); profile {args.profile}, {' '.join(sets)}")
+    print(
+        f"\n{args.data} without class {args.hold_out_class} ({result['n_held_out']} held-out images; test split "
+        f"{result['n_test']} images, {result['n_test_clean']} clean); profile {args.profile}, {' '.join(sets)}"
+    )
     print(f"pipeline {seconds:.0f} s, load average {load[0]:.1f} before / {load_after[0]:.1f} after")
-    print(f"bank {cal['bank_size']} of {cal['n_source_patches']} clean training patches ({cal['subsample']}, "
-          f"layer {cal['layer']}, built in {cal['build_seconds']:.1f} s); threshold {cal['threshold']:.4f}: clean "
-          f"val HOLD {cal['hold_rate']:.3f}, bound {cal['hold_rate_bound']:.3f} ({cal['note']})")
+    print(
+        f"bank {cal['bank_size']} of {cal['n_source_patches']} clean training patches ({cal['subsample']}, "
+        f"layer {cal['layer']}, built in {cal['build_seconds']:.1f} s); threshold {cal['threshold']:.4f}: clean "
+        f"val HOLD {cal['hold_rate']:.3f}, bound {cal['hold_rate_bound']:.3f} ({cal['note']})"
+    )
     print(f"{'':<28}{'recall':>9}{'precision':>11}{'specificity':>13}")
     for part, title in (("held-out", f"held-out class {args.hold_out_class}"), ("test", "test split (known)")):
         for arm in ("alone", "guarded"):
             rates = result[f"{part}_{arm}"]
-            print(f"{title + ', ' + ('classifier' if arm == 'alone' else '+ guard'):<28}{rates['recall']:>9.3f}"
-                  f"{rates['precision']:>11.3f}{rates['specificity']:>13.3f}")
+            print(
+                f"{title + ', ' + ('classifier' if arm == 'alone' else '+ guard'):<28}{rates['recall']:>9.3f}"
+                f"{rates['precision']:>11.3f}{rates['specificity']:>13.3f}"
+            )
     print(f"novelty ROC-AUC, held-out class vs clean test images (image max): {result['novelty_auc']:.3f}")
     gain = result["held-out_guarded"]["recall"] - result["held-out_alone"]["recall"]
-    print(f"held-out recall gain {100 * gain:+.1f} points; extra HOLD on clean test images "
-          f"{100 * result['extra_hold_clean']:.1f}% (target: +20 points at <= 5%)")
+    print(
+        f"held-out recall gain {100 * gain:+.1f} points; extra HOLD on clean test images "
+        f"{100 * result['extra_hold_clean']:.1f}% (target: +20 points at <= 5%)"
+    )
 
 
 if __name__ == "__main__":
