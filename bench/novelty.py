@@ -148,6 +148,7 @@ def _evaluate(state: Path, name: str, version: str, source: Path, held: list[str
         alone = [image_decision(decide(r.patch_scores, meta.thresholds)) for r in results]
         truth = [True] * len(ids) if part == "held-out" else [bool(test[i]) for i in ids]
         out[f"{part}_alone"], out[f"{part}_guarded"] = _rates(alone, truth), _rates(guarded, truth)
+        out[f"{part}_novel_images"] = float(np.mean([bool(r.reason) for r in results]))  # the guard alone
         if part == "test":
             clean = ~np.array(truth)
             raised = np.array([a == "PASS" and g != "PASS" for a, g in zip(alone, guarded, strict=True)])
@@ -199,6 +200,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="fast")
     parser.add_argument("--max-clean", type=int, help="Keep at most this many clean images (seeded sample)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="Extra --set for the pipeline")
+    parser.add_argument("--reuse", action="store_true", help="Evaluate the version already trained in --work")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="steelqc-novelty-") as tmp:
@@ -216,7 +218,10 @@ def main() -> None:
         command = [_steelqc(), "pipeline", str(copy), "--config", config, "--auto-approve",
                    *[token for s in sets for token in ("--set", s)]]  # fmt: skip
         load = os.getloadavg()
-        code, stdout, seconds = _run(command, env, work / "pipeline.log")
+        if args.reuse and (work / "pipeline.stdout").is_file():
+            code, stdout, seconds = 0, (work / "pipeline.stdout").read_text(), float("nan")
+        else:
+            code, stdout, seconds = _run(command, env, work / "pipeline.log")
         registered = REGISTERED.search(stdout)
         if not registered:
             sys.exit(f"the pipeline registered nothing (exit {code}); see {work / 'pipeline.log'}\n{stdout}")
@@ -243,6 +248,10 @@ def main() -> None:
                 f"{rates['precision']:>11.3f}{rates['specificity']:>13.3f}"
             )
     print(f"novelty ROC-AUC, held-out class vs clean test images (image max): {result['novelty_auc']:.3f}")
+    print(
+        f"images with a novel patch: held-out class {result['held-out_novel_images']:.3f}, test split "
+        f"{result['test_novel_images']:.3f}"
+    )
     gain = result["held-out_guarded"]["recall"] - result["held-out_alone"]["recall"]
     print(
         f"held-out recall gain {100 * gain:+.1f} points; extra HOLD on clean test images "

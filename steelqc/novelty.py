@@ -93,7 +93,8 @@ def calibrate(
         needed = int(np.ceil(np.log(1.0 - confidence) / np.log(1.0 - budget))) if confidence is not None else n
         note = (
             f"clean HOLD rate {actual / n:.1%} on {n} clean validation images, upper bound {bound:.1%}{level}: "
-            f"proving ≤ {budget:.1%} needs a lower observed rate or at least {needed} clean images"
+            f"proving ≤ {budget:.1%} needs a lower observed rate or more clean images (at least {needed} "
+            "with none held)"
         )
     return NoveltyCalibration(threshold, budget, actual / n, bound, confidence, n, bound_met, note)
 

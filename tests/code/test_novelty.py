@@ -74,7 +74,7 @@ def test_too_few_clean_images_to_prove_the_budget_keep_the_observed_rate_and_say
     calibration = calibrate(np.linspace(0, 1, 40), 0.03, confidence=0.95, prove=True)
     assert not calibration.bound_met
     assert calibration.hold_rate == 1 / 40 and calibration.threshold == pytest.approx(38 / 39)
-    assert "at least 99 clean images" in calibration.note
+    assert "at least 99 with none held" in calibration.note
 
 
 def test_calibration_without_confidence_holds_the_budget_share() -> None:
