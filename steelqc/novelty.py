@@ -272,7 +272,7 @@ class NoveltyRecorder:
 
 
 class NoveltyGuard:
-    """A calibrated bank applied at inference: scores, novelty and guarded decisions from one forward pass."""
+    """A calibrated bank applied at inference: classifier scores and novelty from one forward pass."""
 
     def __init__(self, bank: NoveltyBank) -> None:
         self.bank = bank
