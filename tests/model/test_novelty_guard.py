@@ -7,7 +7,9 @@ brightest pixel / 255, so which patch is novel and which the classifier flags is
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import cv2
 import keras
 import mlflow
 import numpy as np
@@ -147,3 +149,32 @@ def test_fit_guard_banks_clean_training_patches_and_calibrates_on_clean_validati
     clean_images = (val.groupby("image_id")["label"].max() == 0).sum()
     assert bank.calibration is not None and bank.calibration.n_clean_images == clean_images
     assert bank.calibration.hold_rate <= 0.1
+
+
+def test_batch_inspection_writes_the_reason_frames_novel_patches_and_logs_novelty(
+    model: keras.Model, bank: NoveltyBank, tmp_path: Path
+) -> None:
+    from steelqc.batch_inspection import inspect_batch
+    from steelqc.data.images import encode_png
+    from steelqc.monitoring import PatchLog, build_reference
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, image in {"clean.png": clean_strip(500), "spot.png": with_spot(120), "broken.png": None}.items():
+        (folder / name).write_bytes(encode_png(image) if image is not None else b"not an image")
+    reference, reducer = build_reference(model, extract_patches(clean_strip(7), PATCH, STRIDE, "reflect")[0],
+                                         n_components=2, novelty=bank)  # fmt: skip
+    assert {"novelty", "novel"} <= set(reference.columns)
+    guarded = Inspector(model, CRAFTED, PATCH, STRIDE, "reflect", novelty=NoveltyGuard(bank))
+    log = PatchLog(tmp_path / "log")
+    result = inspect_batch(guarded, folder, tmp_path / "out", patch_log=log, reducer=reducer)
+
+    rows = pd.read_csv(result.csv_path, keep_default_na=False).set_index("image")
+    assert rows.loc["spot.png", "decision"] == "HOLD" and rows.loc["spot.png", "reason"] == NOVEL_PATTERN
+    assert rows.loc["clean.png", "decision"] == "PASS" and rows.loc["clean.png", "reason"] == ""
+    assert rows.loc["broken.png", "decision"] == "ERROR"
+    assert [p.name for p in result.overlays] == ["spot.png.overlay.png"]
+    overlay = cv2.imread(str(result.overlays[0]))
+    assert np.all(overlay[32 + 3, 96 + 3 : 96 + 28] == (255, 0, 255))  # the novel patch, framed in magenta
+    logged = log.read()
+    assert len(logged) == 16 and logged["novel"].sum() == 1 and "emb_0" in logged.columns
