@@ -24,6 +24,9 @@ from rich.progress import (
 from rich.text import Text
 
 from steelqc.config import Settings, load_settings, resolve_profile
+from steelqc.quiet_start import quiet_tensorflow_start
+
+quiet_tensorflow_start()  # the entry point's console shows steelqc's lines, not TensorFlow's banner
 
 app = typer.Typer(
     name="steelqc",
