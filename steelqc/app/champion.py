@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 from mlflow.exceptions import MlflowException
 
 from steelqc import promotion
 from steelqc.config import Settings
 from steelqc.inference import Inspector
+from steelqc.monitoring import MonitoringDataError, model_reference
 from steelqc.pyfunc import ModelMetadata, load_inspector
 
 #: What MLflow raises when its store cannot be reached (HTTP errors are wrapped; sockets and files are OSError).
@@ -35,6 +37,15 @@ def champion_model_uri(settings: Settings, card: dict[str, Any]) -> str:
 def cached_inspector(tracking_uri: str, model_uri: str) -> tuple[Inspector, ModelMetadata]:
     """One loaded model per registry and version for the whole server, shared by every session."""
     return load_inspector(model_uri)
+
+
+@st.cache_resource(show_spinner="Loading the champion's reference set…", max_entries=2)
+def cached_reference(tracking_uri: str, run_id: str) -> pd.DataFrame | None:
+    """The champion's reference patches (logged with its run), or None when it was registered without them."""
+    try:
+        return model_reference(run_id)[0]
+    except MonitoringDataError:
+        return None
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
