@@ -9,8 +9,8 @@ exactly what it saw in evaluation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -20,6 +20,9 @@ from steelqc.data.images import decode_image_bytes
 from steelqc.model import preprocess_patches
 from steelqc.patches import PadMode, extract_patches
 from steelqc.thresholds import Thresholds, decide, image_decision
+
+if TYPE_CHECKING:
+    from steelqc.novelty import NoveltyGuard
 
 
 class BatchPredictor(Protocol):
@@ -47,6 +50,9 @@ class ImageResult:
     patch_scores: np.ndarray  # float (N,), aligned with positions
     positions: list[tuple[int, int]]
     patch_decisions: np.ndarray  # "PASS" | "HOLD" | "FAIL" per patch
+    patch_novelty: np.ndarray | None = None  # novelty per patch, when the model carries a novelty guard
+    novel: np.ndarray | None = None  # patches above the novelty threshold
+    reason: str = ""  # "novel pattern" when a patch is novel
 
 
 class Inspector:
@@ -61,8 +67,10 @@ class Inspector:
         pad_mode: PadMode,
         *,
         batch_size: int = 64,
+        novelty: NoveltyGuard | None = None,
     ) -> None:
         self.model = model
+        self.novelty = novelty
         self.thresholds = thresholds
         self.patch_size = patch_size
         self.stride = stride
@@ -93,7 +101,11 @@ class Inspector:
         return results
 
     def _decide(self, per_image: list[tuple[np.ndarray, list[tuple[int, int]]]]) -> list[ImageResult]:
-        all_scores = self.score_patches(np.concatenate([patches for patches, _ in per_image]))
+        batch = np.concatenate([patches for patches, _ in per_image])
+        if self.novelty is None:
+            all_scores, all_novelty = self.score_patches(batch), None
+        else:
+            all_scores, all_novelty = self.novelty.scores_and_novelty(self.model, batch, self.batch_size)
         results: list[ImageResult] = []
         start = 0
         for patches, positions in per_image:
@@ -111,7 +123,21 @@ class Inspector:
                     patch_decisions=decisions,
                 )
             )
-        return results
+        return results if all_novelty is None else self._guarded(results, all_novelty)
+
+    def _guarded(self, results: list[ImageResult], novelty: np.ndarray) -> list[ImageResult]:
+        """``results`` with every novel patch at least HOLD and the reason ``novel pattern`` (novelty: patch order)."""
+        from steelqc.novelty import NOVEL_PATTERN, guard_decisions
+
+        assert self.novelty is not None
+        guarded, start = [], 0
+        for result in results:
+            mine, start = novelty[start : start + len(result.positions)], start + len(result.positions)
+            decisions, novel = guard_decisions(result.patch_decisions, mine, self.novelty.threshold)
+            reason = NOVEL_PATTERN if novel.any() else ""
+            guarded.append(replace(result, decision=image_decision(decisions), patch_decisions=decisions,
+                                   patch_novelty=mine, novel=novel, reason=reason))  # fmt: skip
+        return guarded
 
 
 def _as_gray_uint8(array: np.ndarray, name: str) -> np.ndarray:
