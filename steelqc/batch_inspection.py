@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
+from steelqc.config import PATCHES, STRIP
 from steelqc.data.errors import DataError, DatasetError
 from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, decode_image_bytes, encode_png
 from steelqc.data.storage import LocalStorage, Storage, open_storage
@@ -158,6 +159,7 @@ def inspect_batch(
     endpoint_url: str | None = None,
     model_version: str | None = None,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BatchResult:
     """Decide on every image under ``source``; write ``decisions.csv``, ``decisions.json`` and overlays.
 
@@ -165,7 +167,12 @@ def inspect_batch(
     (refused before decoding, whatever ``image_size`` says). With a ``patch_log`` every inspected
     patch is appended with its features and score, and with a ``reducer`` also its reduced embedding,
     taken from the same forward pass; ``model_version`` is recorded on each logged row so monitoring
-    compares a version only with its own reference.
+    compares a version only with its own reference. ``progress(done, total)`` is called after each group
+    of images with the number of images just finished and the total.
+
+    Memory stays bounded on any number of images: at most ``2 × workers`` images are decoded ahead of
+    the model, and ``batch_images`` are scored at a time; what grows is one decision row per image (and
+    the patch-log rows when logging, appended at the end so a retried run never logs twice).
     """
     if workers < 1 or batch_images < 1:
         raise ValueError("workers and batch_images must be at least 1")
@@ -173,7 +180,9 @@ def inspect_batch(
     storage, names = list_images(source, endpoint_url)
     out = Path(out_dir)
     (out / OVERLAY_DIR).mkdir(parents=True, exist_ok=True)
-    recorder = EmbeddingRecorder(inspector.model) if patch_log is not None and reducer is not None else None
+    # patch mode records embeddings from the same forward pass; strip mode's head computes them anyway
+    want_embeddings = patch_log is not None and reducer is not None
+    recorder = EmbeddingRecorder(inspector.model) if want_embeddings and inspector.mode == PATCHES else None
     scorer = (
         Inspector(recorder, inspector.thresholds, inspector.patch_size, inspector.stride, inspector.pad_mode,
                   batch_size=inspector.batch_size)  # fmt: skip
@@ -191,6 +200,8 @@ def inspect_batch(
         good = [item for item in group if item.pixels is not None]
         results = scorer.inspect([item.pixels for item in good if item.pixels is not None])
         embeddings = recorder.take() if recorder is not None else None
+        if want_embeddings and inspector.mode == STRIP and results:
+            embeddings = np.concatenate([r.embeddings for r in results if r.embeddings is not None])
         if patch_log is not None:
             frame = _log_frame(good, results, embeddings, reducer)
             logged.append(frame.assign(model_version=model_version) if model_version is not None else frame)
@@ -205,6 +216,8 @@ def inspect_batch(
                 path = out / OVERLAY_DIR / f"{item.name}.overlay.png"
                 path.write_bytes(encode_png(heatmap_overlay(item.pixels, result, inspector.patch_size)))
                 overlays.append(path)
+        if progress is not None:
+            progress(len(group), len(names))
     decisions = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
     decisions[["worst_patch_y", "worst_patch_x"]] = decisions[["worst_patch_y", "worst_patch_x"]].astype("Int64")
     csv_path, json_path = _write_decisions(decisions, out)

@@ -38,9 +38,10 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
 import steelqc
-from steelqc.config import PatchSettings, Settings, TrackingSettings
+from steelqc.config import PATCHES, InferenceMode, PatchSettings, Settings, TrackingSettings
 from steelqc.data.errors import ImageDecodeError
 from steelqc.runtimes import AUTO, EXPORTS_DIR, KERAS, ExportedModel, choose_runtime
+from steelqc.strip import StripModel
 from steelqc.thresholds import Thresholds
 
 # steelqc.inference brings TensorFlow: it loads where a model is used, so the QA commands (promotion) can use
@@ -220,9 +221,10 @@ def log_evaluation(metrics: Mapping[str, float], report_json: str, plots: Sequen
 # --- the decision-making pyfunc ----------------------------------------------------------------------
 
 
-def geometry_of(patches: PatchSettings) -> dict[str, Any]:
-    """The patch geometry a model was trained with; inference must cut patches the same way."""
-    return {"patch_size": patches.size, "stride": patches.stride, "pad_mode": patches.pad_mode}
+def geometry_of(patches: PatchSettings, mode: InferenceMode = PATCHES) -> dict[str, Any]:
+    """The patch geometry a model was trained with and the mode its thresholds were chosen in; inference must
+    score the same way."""
+    return {"patch_size": patches.size, "stride": patches.stride, "pad_mode": patches.pad_mode, "mode": mode}
 
 
 def images_from_model_input(model_input: Any) -> list[np.ndarray]:
@@ -301,7 +303,8 @@ class SteelQCModel(PythonModel):
         keras_path = Path(context.artifacts["keras_model"])
         # a model logged without a runtime config predates exports and must not pick one up: Keras
         requested = (context.model_config or {}).get(RUNTIME_CONFIG_KEY, KERAS)
-        exported, self.runtime_note = choose_runtime(keras_path.parent / EXPORTS_DIR, requested)
+        mode = json.loads(Path(context.artifacts["geometry"]).read_text()).get("mode", PATCHES)
+        exported, self.runtime_note = choose_runtime(keras_path.parent / EXPORTS_DIR, requested, mode)
         if self.runtime_note:
             logging.getLogger(__name__).warning(self.runtime_note)
         self.runtime = exported.runtime if exported is not None else KERAS
@@ -323,9 +326,12 @@ def inspector_from_files(
     thresholds_path: str | Path,
     geometry_path: str | Path,
     *,
-    exported: ExportedModel | None = None,
+    exported: ExportedModel | StripModel | None = None,
 ) -> Inspector:
-    """Rebuild the Inspector from the three artefacts of a logged model; ``exported`` scores in Keras' place."""
+    """Rebuild the Inspector from the three artefacts of a logged model; ``exported`` scores in Keras' place.
+
+    A model logged before strip mode has no ``mode`` in its geometry: it scores in patch mode, as it was evaluated.
+    """
     import keras
 
     from steelqc.inference import Inspector
@@ -333,7 +339,8 @@ def inspector_from_files(
     model = exported if exported is not None else keras.saving.load_model(keras_path, compile=False)
     thresholds = Thresholds.from_dict(json.loads(Path(thresholds_path).read_text()))
     geometry = json.loads(Path(geometry_path).read_text())
-    return Inspector(model, thresholds, geometry["patch_size"], geometry["stride"], geometry["pad_mode"])
+    return Inspector(model, thresholds, geometry["patch_size"], geometry["stride"], geometry["pad_mode"],
+                     mode=geometry.get("mode", PATCHES))  # fmt: skip
 
 
 def pip_requirements() -> list[str]:
@@ -348,9 +355,14 @@ def pip_requirements() -> list[str]:
 
 
 def log_pyfunc_model(
-    model: Any, thresholds: Thresholds, patches: PatchSettings, example_image: np.ndarray
+    model: Any,
+    thresholds: Thresholds,
+    patches: PatchSettings,
+    example_image: np.ndarray,
+    mode: InferenceMode = PATCHES,
 ) -> ModelInfo:
-    """Log the Keras model + thresholds + geometry as the ``model`` pyfunc of the active run.
+    """Log the Keras model + thresholds + geometry (with the inference ``mode``) as the ``model`` pyfunc of the
+    active run.
 
     The signature names the outputs only: inputs are deliberately polymorphic (bytes, base64, arrays),
     which a column or tensor input schema would reject. steelqc's code travels with the model
@@ -364,7 +376,7 @@ def log_pyfunc_model(
         thresholds_path = Path(tmp) / "thresholds.json"
         thresholds_path.write_text(json.dumps(thresholds.to_dict(), indent=2))
         geometry_path = Path(tmp) / "geometry.json"
-        geometry_path.write_text(json.dumps(geometry_of(patches), indent=2))
+        geometry_path.write_text(json.dumps(geometry_of(patches, mode), indent=2))
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             python_model=SteelQCModel(),
@@ -457,7 +469,8 @@ def load_inspector(model_uri: str, *, runtime: str = KERAS) -> tuple[Inspector, 
     return inspector, ModelMetadata(
         uri=model_uri,
         thresholds=inspector.thresholds,
-        geometry={"patch_size": inspector.patch_size, "stride": inspector.stride, "pad_mode": inspector.pad_mode},
+        geometry={"patch_size": inspector.patch_size, "stride": inspector.stride, "pad_mode": inspector.pad_mode,
+                  "mode": inspector.mode},  # fmt: skip
         name=registered.name if registered else None,
         version=str(registered.version) if registered else None,
         tags=dict(registered.tags) if registered else None,

@@ -15,6 +15,7 @@ from steelqc import promotion
 from steelqc.config import Settings
 from steelqc.inference import Inspector
 from steelqc.registry import ModelMetadata, load_inspector
+from steelqc.runtimes import AUTO
 
 #: What MLflow raises when its store cannot be reached (HTTP errors are wrapped; sockets and files are OSError).
 REGISTRY_ERRORS = (MlflowException, OSError)
@@ -33,8 +34,9 @@ def champion_model_uri(settings: Settings, card: dict[str, Any]) -> str:
 
 @st.cache_resource(show_spinner="Loading the champion model…", max_entries=2)
 def cached_inspector(tracking_uri: str, model_uri: str) -> tuple[Inspector, ModelMetadata]:
-    """One loaded model per registry and version for the whole server, shared by every session."""
-    return load_inspector(model_uri)
+    """One loaded model per registry and version for the whole server, shared by every session; it scores
+    with the pyfunc's own choice (``auto``: an export that passed its parity check, else Keras) in its mode."""
+    return load_inspector(model_uri, runtime=AUTO)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

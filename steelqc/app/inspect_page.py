@@ -54,7 +54,8 @@ def render_result(name: str, pixels: np.ndarray, result: ImageResult, inspector:
     rule_col.markdown(
         f"PASS below **t_pass = {thresholds.t_pass:.3f}** · {fail_rule} · "
         f"HOLD otherwise (a person looks).  \nWorst patch at y={y}, x={x} "
-        f"({inspector.patch_size}×{inspector.patch_size} px, framed in white)."
+        f"({inspector.patch_size}×{inspector.patch_size} px, framed in white).  \n"
+        f"Scored by {inspector.runtime} in {inspector.mode} mode."
     )
     heat = patch_heatmap(pixels.shape, result.positions, result.patch_scores, inspector.patch_size)
     st.image(
