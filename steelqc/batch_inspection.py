@@ -27,7 +27,7 @@ from steelqc.data.storage import LocalStorage, Storage, open_storage
 from steelqc.inference import ImageResult, Inspector
 from steelqc.monitoring import EmbeddingRecorder, PatchLog, patch_features, patch_frame
 from steelqc.patches import PadMode, extract_patches, ordered_parallel_map
-from steelqc.registry import result_record
+from steelqc.pyfunc_io import result_record
 from steelqc.thresholds import FAIL, HOLD, PASS
 
 ERROR = "ERROR"

@@ -24,7 +24,8 @@ from steelqc.config import Settings
 from steelqc.data.dataset import Dataset
 from steelqc.inference import ImageResult, Inspector
 from steelqc.patches import read_index
-from steelqc.registry import load_inspector, registered_version, takes_runtime_setting
+from steelqc.pyfunc import load_inspector, takes_runtime_setting
+from steelqc.registry import registered_version
 from steelqc.runtimes import EXPORTS_DIR, export_runtime, load_runtime, read_manifest, write_manifest
 from steelqc.train_job import split_rows
 

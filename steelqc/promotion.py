@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from steelqc.config import Settings
 from steelqc.gate import GateDecision
-from steelqc.registry import ensure_experiment, experiment_name
+from steelqc.tracking import ensure_experiment, experiment_name
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"

@@ -26,21 +26,19 @@ from steelqc.evaluation import EvaluationReport, evaluate
 from steelqc.inference import Inspector
 from steelqc.monitoring import log_reference
 from steelqc.patches import build_patch_index, write_index
-from steelqc.registry import (
+from steelqc.pyfunc import load_inspector, log_pyfunc_model
+from steelqc.registry import register_version, version_tags
+from steelqc.strip import keras_strip_model, strip_split_scores
+from steelqc.thresholds import Thresholds, choose_thresholds
+from steelqc.tracking import (
     configure_tracking,
     ensure_experiment,
     flatten_settings,
     git_commit,
-    load_inspector,
     log_epoch_metrics,
     log_evaluation,
     log_lineage,
-    log_pyfunc_model,
-    register_version,
-    version_tags,
 )
-from steelqc.strip import keras_strip_model, strip_split_scores
-from steelqc.thresholds import Thresholds, choose_thresholds
 from steelqc.training import TrainingRecord, TrainResult, predict_split, train_model
 from steelqc.validation import ValidationResult, validate_dataset
 
@@ -160,7 +158,7 @@ def evaluate_in_mode(
 def log_run_start(settings: Settings, job: str, work_dir: Path, tags: Mapping[str, str] | None = None) -> None:
     """What a training run records first, on the active run: the whole config, the job, commit and work folder.
 
-    ``steelqc train`` and the retraining flow both call this, :func:`~steelqc.registry.log_lineage`,
+    ``steelqc train`` and the retraining flow both call this, :func:`~steelqc.tracking.log_lineage`,
     :func:`log_training` and :func:`log_and_register`, so their runs and versions carry the same records.
     """
     mlflow.log_params(flatten_settings(settings))

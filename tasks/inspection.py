@@ -16,8 +16,9 @@ from steelqc.batch_inspection import inspect_batch
 from steelqc.config import Settings
 from steelqc.inference import Inspector
 from steelqc.monitoring import MonitoringDataError, model_reference, patch_log_of
-from steelqc.registry import ModelMetadata, configure_tracking, load_inspector
+from steelqc.pyfunc import ModelMetadata, load_inspector
 from steelqc.runtimes import AUTO
+from steelqc.tracking import configure_tracking
 from tasks.retries import tracking_retry_policy
 
 TRACKING_RETRIES = tracking_retry_policy()

@@ -24,7 +24,7 @@ from steelqc.monitoring import (
     patch_log_of,
     read_window,
 )
-from steelqc.registry import configure_tracking
+from steelqc.tracking import configure_tracking
 from tasks.retries import tracking_retry_policy
 
 TRACKING_RETRIES = tracking_retry_policy()

@@ -49,7 +49,7 @@ def tracking_retry_policy() -> dict[str, Any]:
     the data tasks stay light for Dask workers)."""
     from mlflow.exceptions import MlflowException
 
-    from steelqc.registry import TrackingUnavailableError
+    from steelqc.tracking import TrackingUnavailableError
 
     return retry_policy(MlflowException, TrackingUnavailableError)
 

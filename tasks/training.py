@@ -19,8 +19,8 @@ from steelqc import promotion, train_job
 from steelqc.config import Settings
 from steelqc.evaluation import EvaluationReport
 from steelqc.gate import GateDecision, RecallBound, gate
-from steelqc.registry import configure_tracking, ensure_experiment, log_lineage
 from steelqc.thresholds import Thresholds
+from steelqc.tracking import configure_tracking, ensure_experiment, log_lineage
 from steelqc.validation import load_manifest
 from tasks.data import RESUMABLE, clean_dataset
 from tasks.retries import tracking_retry_policy

@@ -100,8 +100,10 @@ def tiny_champion_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from steelqc.config import load_settings
     from steelqc.gate import gate
     from steelqc.model import build_model
-    from steelqc.registry import configure_tracking, ensure_experiment, log_pyfunc_model, register_version, version_tags
+    from steelqc.pyfunc import log_pyfunc_model
+    from steelqc.registry import register_version, version_tags
     from steelqc.thresholds import Thresholds
+    from steelqc.tracking import configure_tracking, ensure_experiment
 
     root = tmp_path_factory.mktemp("tiny-champion")
     settings = load_settings(

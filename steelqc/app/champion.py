@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from steelqc import promotion
 from steelqc.config import Settings
 from steelqc.inference import Inspector
-from steelqc.registry import ModelMetadata, load_inspector
+from steelqc.pyfunc import ModelMetadata, load_inspector
 from steelqc.runtimes import AUTO
 
 #: What MLflow raises when its store cannot be reached (HTTP errors are wrapped; sockets and files are OSError).

@@ -16,7 +16,7 @@ from steelqc.app.champion import REGISTRY_ERRORS, first_line
 from steelqc.app.inspect_page import render_inspect_page
 from steelqc.app.qa_page import render_qa_page
 from steelqc.config import ConfigError, Settings, load_settings, resolve_profile
-from steelqc.registry import TrackingUnavailableError, configure_tracking
+from steelqc.tracking import TrackingUnavailableError, configure_tracking
 
 PAGES = {"Inspect": render_inspect_page, "QA": render_qa_page}
 

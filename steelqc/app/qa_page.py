@@ -21,7 +21,7 @@ from steelqc.app.champion import render_model_card
 from steelqc.config import Settings
 from steelqc.gate import REPORTED_METRICS
 
-#: Written by ``evaluation.evaluate`` and logged by ``registry.log_evaluation`` when a test defect was missed.
+#: Written by ``evaluation.evaluate`` and logged by ``tracking.log_evaluation`` when a test defect was missed.
 FALSE_NEGATIVE_GALLERY = "evaluation/plots/false_negatives.png"
 FLASH_KEY = "qa_flash"
 

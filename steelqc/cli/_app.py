@@ -81,7 +81,7 @@ def settings_from_cli(
 def registry_settings(config: str | None, sets: list[str] | None) -> Settings:
     """The settings, after checking the registry answers: a server that is down is one line and exit 2 in seconds,
     not MLflow's minutes of retries followed by a traceback."""
-    from steelqc.registry import configure_tracking
+    from steelqc.tracking import configure_tracking
 
     settings = settings_from_cli(config, sets)
     run_guarded(configure_tracking, settings)
@@ -102,7 +102,7 @@ EXIT_CODES = {
     "steelqc.validation.ValidationFailed": 1,
     "steelqc.promotion.PromotionError": 1,
     "steelqc.data.errors.DataError": 2,
-    "steelqc.registry.TrackingUnavailableError": 2,
+    "steelqc.tracking.TrackingUnavailableError": 2,
     "steelqc.lite0.WeightsUnavailableError": 2,  # re-exported by steelqc.model; matched where defined
     "mlflow.exceptions.MlflowException": 2,
     "builtins.OSError": 2,  # unreadable or unwritable paths

@@ -86,7 +86,8 @@ def inspect(
     from steelqc.batch_inspection import inspect_batch
     from steelqc.monitoring import MonitoringDataError, model_reference, patch_log_of
     from steelqc.promotion import champion_uri
-    from steelqc.registry import configure_tracking, load_inspector
+    from steelqc.pyfunc import load_inspector
+    from steelqc.tracking import configure_tracking
 
     settings = settings_from_cli(config, sets)
     model = model or champion_uri(settings)
@@ -148,7 +149,7 @@ def monitor(
         read_window,
     )
     from steelqc.promotion import champion_uri
-    from steelqc.registry import configure_tracking
+    from steelqc.tracking import configure_tracking
 
     settings = settings_from_cli(config, sets)
     model = model or champion_uri(settings)

@@ -17,7 +17,7 @@ from steelqc import promotion
 from steelqc.config import Settings, load_settings
 from steelqc.data.images import encode_png
 from steelqc.gate import gate
-from steelqc.registry import configure_tracking
+from steelqc.tracking import configure_tracking
 
 APP = Path(__file__).resolve().parents[2] / "steelqc" / "app" / "main.py"
 DECISIONS = {"PASS", "HOLD", "FAIL"}

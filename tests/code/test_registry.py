@@ -21,21 +21,19 @@ from steelqc.data.errors import ImageDecodeError
 from steelqc.data.images import encode_png
 from steelqc.inference import Inspector
 from steelqc.promotion import alias_version
-from steelqc.registry import (
+from steelqc.pyfunc import load_inspector, log_pyfunc_model
+from steelqc.pyfunc_io import images_from_model_input
+from steelqc.registry import register_version, version_tags
+from steelqc.thresholds import Thresholds
+from steelqc.tracking import (
     TrackingUnavailableError,
     configure_tracking,
     ensure_experiment,
     flatten_settings,
     git_commit,
-    images_from_model_input,
-    load_inspector,
     log_epoch_metrics,
     log_lineage,
-    log_pyfunc_model,
-    register_version,
-    version_tags,
 )
-from steelqc.thresholds import Thresholds
 
 PATCH, STRIDE = 32, 16
 
@@ -191,7 +189,7 @@ def test_logged_pyfunc_decides_and_registered_version_carries_tags_and_aliases()
     inspector, meta = load_inspector("models:/steelqc-unit@champion")
     assert (meta.name, meta.version, meta.run_id) == ("steelqc-unit", "1", run.info.run_id)
     assert meta.thresholds == crafted and meta.tags["data_hash"] == "abc123"
-    assert meta.geometry == {"patch_size": PATCH, "stride": STRIDE, "pad_mode": "reflect"}
+    assert meta.geometry == {"patch_size": PATCH, "stride": STRIDE, "pad_mode": "reflect", "mode": "patches"}
     assert [r.decision for r in inspector.inspect(images)] == ["PASS", "HOLD", "FAIL"]
 
     from steelqc.monitoring import model_version_of
@@ -212,7 +210,7 @@ def test_version_tags_carry_image_level_metrics_when_evaluated() -> None:
 
 
 def test_results_frame_of_no_results_keeps_the_output_columns() -> None:
-    from steelqc.registry import results_frame
+    from steelqc.pyfunc_io import results_frame
 
     assert list(results_frame([]).columns) == [
         "decision",
@@ -229,3 +227,12 @@ def test_a_dict_with_one_image_is_one_image() -> None:
     for form in ({"image": png}, {"image": base64.b64encode(png).decode()}):
         decoded = images_from_model_input(form)
         assert len(decoded) == 1 and np.array_equal(decoded[0], image)
+
+
+def test_versions_pickled_before_the_pyfunc_moved_still_resolve_its_class() -> None:
+    import pickle
+
+    import steelqc.pyfunc
+
+    legacy = pickle.dumps(steelqc.pyfunc.SteelQCModel, protocol=0).replace(b"steelqc.pyfunc", b"steelqc.registry")
+    assert pickle.loads(legacy) is steelqc.pyfunc.SteelQCModel

@@ -1,7 +1,8 @@
 """The production tracking setup on this machine: ``mlflow server`` with a PostgreSQL backend store, the
 basic-auth app configured by ``infra/mlflow-auth.ini``, and S3 artefacts on moto's S3 server.
 
-A steelqc model logged and registered through ``steelqc.registry`` loads back by ``models:/<name>@champion``
+A steelqc model logged and registered through ``steelqc.pyfunc`` and ``steelqc.registry`` loads back by
+``models:/<name>@champion``
 and decides like the in-memory model, with artefacts proxied through the server and written directly to S3.
 The test starts its own PostgreSQL cluster (``initdb``/``pg_ctl`` on a free 127.0.0.1 port), moto and MLflow,
 and stops all three at the end.
@@ -32,15 +33,10 @@ import requests
 from steelqc.config import Settings, load_settings
 from steelqc.inference import Inspector
 from steelqc.model import build_model
-from steelqc.registry import (
-    configure_tracking,
-    ensure_experiment,
-    load_inspector,
-    log_pyfunc_model,
-    register_version,
-    version_tags,
-)
+from steelqc.pyfunc import load_inspector, log_pyfunc_model
+from steelqc.registry import register_version, version_tags
 from steelqc.thresholds import Thresholds
+from steelqc.tracking import configure_tracking, ensure_experiment
 
 from servers import free_port, start, stop, wait_until_up
 
@@ -247,7 +243,7 @@ def _tiny_settings(registered_model: str) -> Settings:
 
 
 def _log_register_promote_and_load(settings: Settings, experiment_id: str) -> None:
-    """Log and register a steelqc model with steelqc.registry, alias it champion, load it by alias and
+    """Log and register a steelqc model (steelqc.pyfunc, steelqc.registry), alias it champion, load it by alias and
     check it decides exactly like the model that was logged."""
     keras.utils.set_random_seed(0)
     model = build_model(settings.model, settings.patches.size)

@@ -25,7 +25,8 @@ from steelqc.data.images import encode_jpeg
 from steelqc.data.synth import JPEG_QUALITY, generate_strip
 from steelqc.monitoring import PatchLog, embedding_columns, log_reference, model_version_of
 from steelqc.patches import build_patch_index
-from steelqc.registry import configure_tracking, load_inspector
+from steelqc.pyfunc import load_inspector
+from steelqc.tracking import configure_tracking
 
 pytestmark = pytest.mark.slow
 CHAMPION = "models:/steelqc@champion"

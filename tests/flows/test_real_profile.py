@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from steelqc.cli import app
 from steelqc.config import load_settings
 from steelqc.data.dataset import Dataset
-from steelqc.registry import configure_tracking
+from steelqc.tracking import configure_tracking
 
 PER_DEFECT_FOLDER, CLEAN = 4, 20
 TINY_REAL = [

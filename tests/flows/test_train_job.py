@@ -17,7 +17,8 @@ from steelqc.cli import app
 from steelqc.config import load_settings
 from steelqc.data.dataset import Dataset
 from steelqc.patches import read_index
-from steelqc.registry import VERSION_TAGS, configure_tracking
+from steelqc.registry import VERSION_TAGS
+from steelqc.tracking import configure_tracking
 from steelqc.train_job import score_model_on_split
 
 TINY = [

@@ -25,16 +25,11 @@ from steelqc.export_job import Parity, compare_results, logged_model_id
 from steelqc.inference import ImageResult, Inspector
 from steelqc.model import build_model
 from steelqc.patches import write_index
-from steelqc.registry import (
-    configure_tracking,
-    ensure_experiment,
-    load_inspector,
-    log_pyfunc_model,
-    register_version,
-    takes_runtime_setting,
-)
+from steelqc.pyfunc import load_inspector, log_pyfunc_model, takes_runtime_setting
+from steelqc.registry import register_version
 from steelqc.runtimes import ExportedModel
 from steelqc.thresholds import Thresholds
+from steelqc.tracking import configure_tracking, ensure_experiment
 
 from tiny_model_data import thresholds_between, tiny_settings
 

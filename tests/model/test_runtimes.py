@@ -183,7 +183,7 @@ def test_a_pyfunc_logged_without_a_runtime_setting_never_picks_up_an_export(
 
     from mlflow.pyfunc import PythonModelContext
 
-    from steelqc.registry import SteelQCModel
+    from steelqc.pyfunc import SteelQCModel
 
     model.save(tmp_path / "model.keras")
     (tmp_path / "thresholds.json").write_text(json.dumps(Thresholds(0.5, 0.9, 1, 1, 1, 0.5, 1, 1, True, "t").to_dict()))
