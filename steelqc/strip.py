@@ -216,8 +216,13 @@ def strip_feature_model(model: Any) -> tuple[Any, int]:
 
 def keras_strip_model(model: Any) -> StripModel:
     """Strip mode of a Keras patch model, scoring with TensorFlow."""
+    import tensorflow as tf
+
     features, cell = strip_feature_model(model)
-    return StripModel(lambda x: np.asarray(features.predict_on_batch(x)), PatchHead.of(model), cell, "keras")
+    # one graph for every image size: predict_on_batch would trace again for each new (N, H, W)
+    any_size = tf.function(lambda x: features(x, training=False),
+                           input_signature=[tf.TensorSpec((None, None, None, 1), tf.float32)])  # fmt: skip
+    return StripModel(lambda x: any_size(x).numpy(), PatchHead.of(model), cell, "keras")
 
 
 @functools.cache
