@@ -1,7 +1,8 @@
 """Whole images in, one decision per image out: the single inference path of the pyfunc, the CLI and the app.
 
 Patches of many images go through the model together, in batches, because one ``predict`` per image is
-what made the seed system slow (3.5 vs 4.5 images/s on these 2 cores). Patching and preprocessing reuse
+what made the seed system slow (3.5 vs 4.5 images/s on these 2 cores); in strip mode (:mod:`steelqc.strip`)
+the backbone sees each whole image once instead. Patching and preprocessing reuse
 the training code (``extract_patches``, ``preprocess_patches``), so what the model sees at inference is
 exactly what it saw in evaluation.
 """

@@ -1,9 +1,11 @@
-"""Exported inference runtimes: the Keras patch model written as OpenVINO IR or ONNX, and loaded back in its place.
+"""Exported inference runtimes: the Keras model written as OpenVINO IR or ONNX, and loaded back in its place.
 
 On these 2 shared cores both runtimes score 256-px Lite0 patches 2.3-2.5x as fast as TensorFlow (paired rounds
 of 64 patches at load 3-5; ONNX Runtime 1.25x OpenVINO at load 5-6), with scores equal to ~1e-6. Exports use
-Keras' own ``model.export``; the exported graph has two outputs, score and embedding, so the patch log's
-embeddings come from the same pass as the decisions. A manifest of file checksums travels with the files: a
+Keras' own ``model.export``. An export is made for one inference mode (``manifest.json`` says which): in patch
+mode the graph has two outputs, score and embedding, so the patch log's embeddings come from the same pass as the
+decisions; in strip mode it is the backbone for images of any height and width (dynamic spatial dimensions) and
+the head travels beside it as ``head.npz``. A manifest of file checksums travels with the files: a
 truncated or altered file is refused at load time instead of scoring with garbage weights.
 """
 
