@@ -170,6 +170,12 @@ class TrackingSettings(_Section):
     tracking_uri: str | None = Field(None, description="Overrides $MLFLOW_TRACKING_URI; default SQLite in state dir")
     experiment_prefix: str = "steelqc"
     registered_model: str = "steelqc"
+    claim_settle_seconds: float = Field(
+        1.0,
+        gt=0.0,
+        description="With a tracking server: how long a promotion decision waits after writing its registry claim; "
+        "longer than any client's tag read-to-write time",
+    )
 
 
 class GateSettings(_Section):

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from filelock import FileLock
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from steelqc.config import Settings
 from steelqc.gate import GateDecision
+from steelqc.promotion_lock import DecisionBusyError, DecisionLock, decision_lock
 from steelqc.tracking import ensure_experiment, experiment_name
 
 CHAMPION = "champion"
@@ -38,6 +38,8 @@ TAG_FLOW_RUN = "flow_run_id"  # the suspended Prefect run waiting for this decis
 TAG_APPROVED_BY = "approved_by"
 TAG_APPROVED_AT = "approved_at"
 TAG_COMMENT = "comment"
+RERUN_HINT = "re-run the pipeline to gate against the current champion"
+SUPERSEDED_HINT = f"the champion moved after its gate; {RERUN_HINT}"
 
 
 class PromotionError(RuntimeError):
@@ -72,7 +74,7 @@ class PendingPromotion:
 class PromotionRecord:
     """What one promotion action did."""
 
-    action: str  # promote | reject | rollback | gate | resume
+    action: str  # promote | reject | rollback | gate | supersede | resume
     version: str
     previous_version: str | None
     reviewer: str
@@ -131,11 +133,13 @@ def _version(client: MlflowClient, model_name: str, version: str) -> ModelVersio
 
 
 @contextmanager
-def _promotion_lock(settings: Settings) -> Iterator[None]:
-    """Serialise alias moves from processes sharing this state folder (the embedded default)."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(settings.state_dir / "promotion.lock"), timeout=60):
-        yield
+def _decision(settings: Settings, client: MlflowClient) -> Iterator[DecisionLock]:
+    """One check-and-move decision at a time on the registered model (:mod:`steelqc.promotion_lock`)."""
+    try:
+        with decision_lock(settings, client) as lock:
+            yield lock
+    except DecisionBusyError as exc:
+        raise PromotionError(str(exc)) from None
 
 
 def record_decision(settings: Settings, record: PromotionRecord, evidence: dict[str, Any] | None = None) -> str:
@@ -216,36 +220,83 @@ def pending_version(settings: Settings, version: str) -> PendingPromotion:
         if item.version == str(version):
             return item
     client = _client(settings)
-    status = _version(client, settings.tracking.registered_model, version).tags.get(TAG_APPROVAL, "untagged")
-    raise PromotionError(f"version {version} is not pending approval (approval_status={status})")
+    _require_pending(client, settings.tracking.registered_model, str(version))
+    raise PromotionError(f"version {version} is pending but was not listed; try again")
+
+
+def _status(client: MlflowClient, model_name: str, version: str) -> str:
+    return _version(client, model_name, version).tags.get(TAG_APPROVAL, "untagged")
+
+
+def _require_pending(client: MlflowClient, model_name: str, version: str) -> None:
+    status = _status(client, model_name, version)
+    if status != "pending":
+        hint = f": {SUPERSEDED_HINT}" if status == "superseded" else ""
+        raise PromotionError(f"version {version} is not pending approval (approval_status={status}){hint}")
+
+
+def _mark(client: MlflowClient, model_name: str, version: str, status: str, reviewer: str, comment: str) -> str:
+    """Write a decision's approval tags on ``version``; return its time."""
+    when = _now()
+    tags = {TAG_APPROVAL: status, TAG_APPROVED_BY: reviewer, TAG_APPROVED_AT: when, TAG_COMMENT: comment}
+    if status == "approved":
+        tags["promoted_at"] = when
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(version), key, value)
+    return when
+
+
+def _supersede_stale(settings: Settings, client: MlflowClient, champion: str | None, reviewer: str) -> list[str]:
+    """Mark every pending version whose gate compared against another champion than ``champion`` superseded.
+
+    Its evidence is stale, so it could never be approved: without this it would wait as ``pending`` forever.
+    """
+    stale = [item for item in list_pending(settings) if item.champion_version != champion]
+    for item in stale:
+        note = f"champion is v{champion}, its gate compared against v{item.champion_version or 'none'}"
+        _supersede(settings, client, item.version, champion, reviewer, note)
+    return [item.version for item in stale]
+
+
+def _supersede(
+    settings: Settings, client: MlflowClient, version: str, champion: str | None, reviewer: str, note: str
+) -> None:
+    when = _mark(client, settings.tracking.registered_model, version, "superseded", reviewer, note)
+    record_decision(settings, PromotionRecord("supersede", version, champion, reviewer, note, "superseded", when))
 
 
 def promote(
     settings: Settings, version: str, *, reviewer: str, comment: str = "", expected_champion: str | None
 ) -> PromotionRecord:
-    """Move ``champion`` to ``version`` (and ``previous-champion`` to the old one) if nothing raced us.
+    """Move ``champion`` to pending ``version`` (and ``previous-champion`` to the old one) if nothing raced us.
 
-    ``expected_champion`` is the champion the gate compared against; if the alias points elsewhere
-    now, raise :class:`ChampionChangedError` and change nothing.
+    Under the decision lock: the version must still be pending and the alias still point at
+    ``expected_champion`` (the champion its gate compared against); otherwise change nothing but mark the
+    version ``superseded`` and raise :class:`ChampionChangedError`. Other pending versions gated against the
+    old champion are marked ``superseded`` once the champion moved.
     """
     client = _client(settings)
     name = settings.tracking.registered_model
-    _version(client, name, version)
-    with _promotion_lock(settings):
+    version = str(version)
+    with _decision(settings, client) as lock:
         current = alias_version(client, name, CHAMPION)
-        if current != (expected_champion or None):
-            raise ChampionChangedError(
-                f"champion is v{current} but the gate of v{version} compared against "
-                f"v{expected_champion or 'none'}: re-run the pipeline to gate against the current champion"
-            )
-        if current is not None:
-            client.set_registered_model_alias(name, PREVIOUS, current)
-        client.set_registered_model_alias(name, CHAMPION, str(version))
-        when = _now()
-        for key, value in {TAG_APPROVAL: "approved", TAG_APPROVED_BY: reviewer, TAG_APPROVED_AT: when,
-                           TAG_COMMENT: comment, "promoted_at": when}.items():
-            client.set_model_version_tag(name, str(version), key, value)
-    record = PromotionRecord("promote", str(version), current, reviewer, comment, "champion moved", when)
+        already_moved = current == version  # a retried call whose alias moves landed before it failed
+        if not already_moved:
+            _require_pending(client, name, version)
+        if not already_moved and current != (expected_champion or None):
+            note = f"champion is v{current} but the gate of v{version} compared against v{expected_champion or 'none'}"
+            lock.confirm()
+            _supersede(settings, client, version, current, reviewer, note)
+            raise ChampionChangedError(f"{note}: marked superseded; {RERUN_HINT}")
+        previous = alias_version(client, name, PREVIOUS) if already_moved else current
+        lock.confirm()
+        if not already_moved:
+            if current is not None:
+                client.set_registered_model_alias(name, PREVIOUS, current)
+            client.set_registered_model_alias(name, CHAMPION, version)
+        when = _mark(client, name, version, "approved", reviewer, comment)
+        _supersede_stale(settings, client, version, reviewer)
+    record = PromotionRecord("promote", version, previous, reviewer, comment, "champion moved", when)
     record_decision(settings, record, _gate_of(_version(client, name, version)))
     return record
 
@@ -261,17 +312,18 @@ def approve_pending(settings: Settings, version: str, *, reviewer: str, comment:
 def reject(
     settings: Settings, version: str, *, reviewer: str, comment: str = "", status: str = "rejected"
 ) -> PromotionRecord:
-    """Mark a pending version rejected (or timed_out); the champion never moves."""
-    pending_version(settings, version)
+    """Mark a pending version rejected (or timed_out); the champion never moves.
+
+    Checked and written under the decision lock, so a concurrent approval of the same version cannot interleave.
+    """
     client = _client(settings)
     name = settings.tracking.registered_model
-    when = _now()
-    tags = {TAG_APPROVAL: status, TAG_APPROVED_BY: reviewer, TAG_APPROVED_AT: when, TAG_COMMENT: comment}
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, value)
-    record = PromotionRecord(
-        "reject", str(version), alias_version(client, name, CHAMPION), reviewer, comment, status, when
-    )
+    with _decision(settings, client) as lock:
+        _require_pending(client, name, str(version))
+        lock.confirm()
+        when = _mark(client, name, str(version), status, reviewer, comment)
+        champion = alias_version(client, name, CHAMPION)
+    record = PromotionRecord("reject", str(version), champion, reviewer, comment, status, when)
     record_decision(settings, record)
     return record
 
@@ -280,16 +332,18 @@ def rollback(settings: Settings, *, reviewer: str, comment: str = "") -> Promoti
     """Swap ``champion`` and ``previous-champion`` back; recorded like a promotion."""
     client = _client(settings)
     name = settings.tracking.registered_model
-    with _promotion_lock(settings):
+    with _decision(settings, client) as lock:
         current = alias_version(client, name, CHAMPION)
         previous = alias_version(client, name, PREVIOUS)
         if previous is None:
             raise PromotionError("there is no previous champion to roll back to")
+        lock.confirm()
         client.set_registered_model_alias(name, CHAMPION, previous)
         if current is not None:
             client.set_registered_model_alias(name, PREVIOUS, current)
         when = _now()
         client.set_model_version_tag(name, previous, "promoted_at", when)
+        _supersede_stale(settings, client, previous, reviewer)
     record = PromotionRecord("rollback", previous, current, reviewer, comment, "champion rolled back", when)
     record_decision(settings, record)
     return record

@@ -26,7 +26,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 import steelqc
 from steelqc.config import PATCHES, InferenceMode, PatchSettings
-from steelqc.pyfunc_io import OUTPUT_SIGNATURE, images_from_model_input, results_frame
+from steelqc.pyfunc_io import OUTPUT_SIGNATURE, images_from_model_input, results_frame, serving_errors
 from steelqc.registry import registered_version
 from steelqc.runtimes import AUTO, EXPORTS_DIR, KERAS, ExportedModel, choose_runtime
 from steelqc.strip import StripModel
@@ -94,7 +94,8 @@ class SteelQCModel(PythonModel):
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        return results_frame(self.inspector.inspect(images_from_model_input(model_input)))
+        with serving_errors():
+            return results_frame(self.inspector.inspect(images_from_model_input(model_input)))
 
 
 def inspector_from_files(

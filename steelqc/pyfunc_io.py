@@ -9,14 +9,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.types import ColSpec, Schema
 
-from steelqc.data.errors import ImageDecodeError
+from steelqc.data.errors import DataError, ImageDecodeError
 
 if TYPE_CHECKING:
     from steelqc.inference import ImageResult
@@ -65,7 +68,10 @@ def _item_bytes_or_array(item: Any, i: int) -> bytes | np.ndarray:
         except binascii.Error:
             raise ImageDecodeError("text input is not base64-encoded image bytes", file=f"input[{i}]") from None
     if isinstance(item, (list, tuple)):
-        return np.asarray(item)
+        try:
+            return np.asarray(item)
+        except ValueError:  # ragged nested lists
+            raise ImageDecodeError("nested lists are not a rectangular pixel array", file=f"input[{i}]") from None
     return item
 
 
@@ -91,3 +97,25 @@ def result_record(result: ImageResult) -> dict[str, Any]:
 def results_frame(results: Sequence[ImageResult]) -> pd.DataFrame:
     """One row per image: decision, worst score and patch, and every patch's score as JSON."""
     return pd.DataFrame([result_record(r) for r in results], columns=list(RESULT_COLUMNS))
+
+
+@contextmanager
+def serving_errors() -> Iterator[None]:
+    """Errors as ``mlflow models serve`` should answer them: the reason in one line, no traceback.
+
+    MLflow's scoring server sends an :class:`MlflowException`'s message to the client (a bad input's code,
+    INVALID_PARAMETER_VALUE, makes it a 400); any other error becomes a generic message plus the server's whole
+    traceback, install paths included. So bad input is re-raised with steelqc's reason, and anything else
+    (a bug) is logged here with its traceback and answered with its type only.
+    """
+    try:
+        yield
+    except DataError as exc:
+        raise MlflowException.invalid_parameter_value(str(exc)) from exc
+    except MlflowException:
+        raise
+    except Exception as exc:
+        logging.getLogger(__name__).exception("steelqc could not score a model input")
+        raise MlflowException(
+            f"steelqc could not score this input ({type(exc).__name__}); the traceback is in the server's log"
+        ) from exc

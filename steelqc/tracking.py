@@ -6,7 +6,9 @@ Everything here is cheap to import (no TensorFlow), so the QA commands can use i
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,8 +20,10 @@ from urllib.request import urlopen
 import mlflow
 import numpy as np
 import pandas as pd
+import psutil
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.pandas_dataset import from_pandas
+from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -31,6 +35,10 @@ SERVER_SCHEMES = {"http", "https", "databricks"}
 # Short by default so an unreachable server fails in seconds, not after MLflow's 7 retries with backoff.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 REACHABILITY_TIMEOUT_S = 5.0
+# "<host> <pid> <process start time>" of the process running a `steelqc train` run: a later start tells a run
+# whose process was killed (SIGKILL, power loss: MLflow never closed it) from one still training.
+TAG_PROCESS = "steelqc.process"
+TAG_ABANDONED = "steelqc.abandoned"
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -172,3 +180,45 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "unknown"
+
+
+# --- runs left open by a killed process ---------------------------------------------------------------
+
+
+def process_identity() -> str:
+    """:data:`TAG_PROCESS` of this process."""
+    me = psutil.Process()
+    return f"{socket.gethostname()} {me.pid} {me.create_time():.3f}"
+
+
+def _process_ended(identity: str) -> bool:
+    """True when the process of a :data:`TAG_PROCESS` value is gone; False when alive or on another machine."""
+    try:
+        host, pid, started = identity.split(" ")
+        if host != socket.gethostname():
+            return False
+        return abs(psutil.Process(int(pid)).create_time() - float(started)) > 0.01  # the pid was reused
+    except psutil.NoSuchProcess:
+        return True
+    except (ValueError, psutil.Error):  # not written by this code, or not ours to inspect: leave it
+        return False
+
+
+def fail_abandoned_runs(experiment_id: str, job: str) -> list[str]:
+    """Mark RUNNING runs of ``job`` whose process has ended FAILED (tag :data:`TAG_ABANDONED` says why).
+
+    A killed ``steelqc train`` cannot close its run, and a run RUNNING forever looks like a training in
+    progress. Runs whose process is alive or on another machine are left alone. Returns the runs marked.
+    """
+    client = MlflowClient()
+    runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.job = '{job}'")
+    abandoned = [run for run in runs if _process_ended(run.data.tags.get(TAG_PROCESS, ""))]
+    for run in abandoned:
+        client.set_tag(run.info.run_id, TAG_ABANDONED, "its process ended without closing the run (killed?)")
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+        logging.getLogger(__name__).warning(
+            "MLflow run %s of an earlier %s was left RUNNING by a process that ended: marked FAILED",
+            run.info.run_id,
+            job,
+        )
+    return [run.info.run_id for run in abandoned]

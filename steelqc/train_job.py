@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.entities import RunStatus
 from mlflow.entities.model_registry import ModelVersion
 
 from steelqc.config import PATCHES, STRIP, Settings
@@ -31,16 +31,20 @@ from steelqc.registry import register_version, version_tags
 from steelqc.strip import keras_strip_model, strip_split_scores
 from steelqc.thresholds import Thresholds, choose_thresholds
 from steelqc.tracking import (
+    TAG_PROCESS,
     configure_tracking,
     ensure_experiment,
+    fail_abandoned_runs,
     flatten_settings,
     git_commit,
     log_epoch_metrics,
     log_evaluation,
     log_lineage,
+    process_identity,
 )
 from steelqc.training import TrainingRecord, TrainResult, predict_split, train_model
 from steelqc.validation import ValidationResult, validate_dataset
+from steelqc.workspace import default_work_dir, disk_full_names, require_writable
 
 #: Metrics printed by the CLI and returned to callers: recall first, never without precision and specificity.
 HEADLINE_METRICS = (
@@ -52,6 +56,7 @@ HEADLINE_METRICS = (
     "image_precision",
     "image_specificity",
 )
+TAG_INTERRUPTED = "steelqc.interrupted"
 
 
 @dataclass(frozen=True)
@@ -211,25 +216,39 @@ def log_and_register(
 def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | None = None) -> TrainJobResult:
     """Train, evaluate, log and register one model on the dataset at ``data_root``.
 
-    ``work_dir`` (default: a new folder under ``<state>/runs``) holds validation reports, the patch
-    index, checkpoints (calling again with the same folder resumes training) and the evaluation.
+    ``work_dir`` (default: :func:`~steelqc.workspace.default_work_dir`) holds validation reports, the patch
+    index, checkpoints (calling again with the same folder resumes training) and the evaluation. Folders are
+    checked writable before anything runs; an interrupted (Ctrl-C) run is closed KILLED with a tag naming the
+    folder to resume from.
     """
+    work = work_dir or default_work_dir(settings.state_dir)
+    require_writable(settings.state_dir, "state folder")
+    require_writable(work, "work folder")
     configure_tracking(settings)
     dataset = Dataset.configured(data_root, settings.data)
-    work = work_dir or settings.state_dir / "runs" / datetime.now(UTC).strftime("train-%Y%m%dT%H%M%S%fZ")
     experiment_id = ensure_experiment(settings, dataset.meta.name)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{dataset.meta.name}") as run:
-        log_run_start(settings, "train", work)
-        validation, clean = validate(dataset, settings, work / "validation")
-        index = make_patch_index(clean, settings, work / "patch_index.parquet")
-        log_lineage(validation.data_hash, validation.lineage(), index, clean.root, dataset.meta.name)
-        trained = train(clean, index, settings, work / "checkpoints")
-        thresholds = select_thresholds(index, split_scores(trained.model, clean, index, "val", settings), settings)
-        log_training(trained, thresholds)
-        report = evaluate_in_mode(trained.model, clean, index, thresholds, settings, work / "evaluation")
-        model_uri, version = log_and_register(
-            trained.model, thresholds, report, validation.data_hash, clean, index, settings
-        )
+    fail_abandoned_runs(experiment_id, "train")
+    with (
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{dataset.meta.name}") as run,
+        disk_full_names(work, "work folder"),
+    ):
+        try:
+            log_run_start(settings, "train", work, {TAG_PROCESS: process_identity()})
+            validation, clean = validate(dataset, settings, work / "validation")
+            index = make_patch_index(clean, settings, work / "patch_index.parquet")
+            log_lineage(validation.data_hash, validation.lineage(), index, clean.root, dataset.meta.name)
+            trained = train(clean, index, settings, work / "checkpoints")
+            val_scores = split_scores(trained.model, clean, index, "val", settings)
+            thresholds = select_thresholds(index, val_scores, settings)
+            log_training(trained, thresholds)
+            report = evaluate_in_mode(trained.model, clean, index, thresholds, settings, work / "evaluation")
+            model_uri, version = log_and_register(
+                trained.model, thresholds, report, validation.data_hash, clean, index, settings
+            )
+        except KeyboardInterrupt:
+            mlflow.set_tag(TAG_INTERRUPTED, f"resume with --work-dir {work}")
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
     return TrainJobResult(
         run_id=run.info.run_id,
         experiment_id=experiment_id,

@@ -16,9 +16,11 @@ from steelqc.app.champion import REGISTRY_ERRORS, first_line
 from steelqc.app.inspect_page import render_inspect_page
 from steelqc.app.qa_page import render_qa_page
 from steelqc.config import ConfigError, Settings, load_settings, resolve_profile
+from steelqc.quiet_start import quiet_tensorflow_start
 from steelqc.tracking import TrackingUnavailableError, configure_tracking
 
 PAGES = {"Inspect": render_inspect_page, "QA": render_qa_page}
+quiet_tensorflow_start()  # the server's console shows steelqc's lines, not TensorFlow's banner
 
 
 def settings_from_argv(argv: list[str]) -> Settings:

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from steelqc.config import Settings, load_settings, resolve_profile
+from steelqc.quiet_start import quiet_tensorflow_start
+
+quiet_tensorflow_start()  # the entry point's console shows steelqc's lines, not TensorFlow's banner
 
 app = typer.Typer(
     name="steelqc",
@@ -42,6 +56,40 @@ def _show_library_progress() -> None:
         logger.addHandler(RichHandler(console=console, show_path=False, show_level=False, markup=False))
         logger.setLevel(logging.INFO)
         logger.propagate = False  # not twice when a library (Prefect, MLflow) configured the root logger
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, e.g. ``41.3 images/s`` (blank until rich has measured a speed)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} {self.unit}/s" if task.speed else "")
+
+
+@contextmanager
+def progress_bar(description: str, unit: str = "items") -> Iterator[Callable[[int, int], None]]:
+    """A progress bar with a rate, driven by the library's ``progress(done, total)`` callbacks.
+
+    On the diagnostics console (stderr): animated on a terminal, silent in logs and pipes.
+    """
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(unit),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def stdout_console() -> Console:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from steelqc.cli._app import app, console, existing_path, fail, run_guarded
+from steelqc.cli._app import app, console, existing_path, fail, progress_bar, run_guarded
 from steelqc.data.importers import import_voc
 from steelqc.data.mask_importer import MaskImportSummary, import_masks
 from steelqc.data.mask_pairing import DEFAULT_CLEAN_FOLDERS, DEFAULT_MASK_PATTERNS
@@ -28,27 +26,13 @@ CLEAN_FOLDER_HELP = (
 )
 
 
-@contextmanager
-def _progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar driven by the library's ``progress(done, total)`` callback."""
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
-    ) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
-
-
 def _run_with_progress(description: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``func(*args, progress=…, **kwargs)`` under a progress bar, guarded. The error is printed after the bar
     has closed, so it is the last line of the output; a ValueError (an option the library cannot honour) is a
     usage error like a bad path."""
 
     def run() -> Any:
-        with _progress_bar(description) as progress:
+        with progress_bar(description) as progress:
             return func(*args, progress=progress, **kwargs)
 
     try:

@@ -11,8 +11,10 @@ import typer
 
 from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
 from steelqc.config import Settings
+from steelqc.workspace import default_work_dir, require_writable
 
 # TensorFlow and MLflow load inside the commands, so `steelqc synth`, `validate`, ... start in a second.
+INTERRUPTED_EXIT_CODE = 130  # what a shell reports for a command ended by Ctrl-C (128 + SIGINT)
 
 
 def _data_root(data: str | None, settings: Settings) -> str:
@@ -41,9 +43,21 @@ def train(
 ) -> None:
     """Validate, patch, train, pick thresholds on val, evaluate on test, log to MLflow and register a version."""
     settings = settings_from_cli(config, sets)
+    root = _data_root(data, settings)
+    work = work_dir or default_work_dir(settings.state_dir)
+    # before TensorFlow's import, which alone takes ~10 s
+    run_guarded(require_writable, settings.state_dir, "state folder")
+    run_guarded(require_writable, work, "work folder")
     from steelqc.train_job import run_training_job
 
-    result = run_guarded(run_training_job, _data_root(data, settings), settings, work_dir=work_dir)
+    try:
+        result = run_guarded(run_training_job, root, settings, work_dir=work)
+    except KeyboardInterrupt:
+        fail(
+            f"interrupted; finished epochs are checkpointed in {work / 'checkpoints'}. Resume with: "
+            f"steelqc train {root} --work-dir {work} (and the same --config/--set options)",
+            INTERRUPTED_EXIT_CODE,
+        )
     t = result.thresholds
     typer.echo(f"run id:      {result.run_id}")
     name, version = result.registered_model, result.version

@@ -10,9 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, progress_bar, run_guarded, settings_from_cli
 from steelqc.data.dataset import Dataset
-from steelqc.validation import SUITES_DIR, ValidationResult, validate_dataset, write_suites
+from steelqc.validation import SUITES_DIR, Mode, ValidationResult, validate_dataset, write_suites
 
 
 def _examples(examples: list[dict[str, object]]) -> str:
@@ -79,18 +79,23 @@ def validate(
     root = data or settings.data.root
     if root is None:
         fail("no dataset given: pass DATA or set data.root")
-    mode = None if quarantine is None else ("quarantine" if quarantine else "fail")
+    mode: Mode | None = None if quarantine is None else ("quarantine" if quarantine else "fail")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = report or settings.state_dir / "reports" / f"validation-{stamp}"
     dataset = run_guarded(Dataset.configured, root, settings.data)
-    result = run_guarded(
-        validate_dataset,
-        dataset,
-        settings.validation,
-        report_dir,
-        mode=mode,
-        workers=workers or settings.data.image_workers,
-    )
+
+    def validate_with_progress() -> ValidationResult:
+        with progress_bar("scanning images", unit="images") as progress:
+            return validate_dataset(
+                dataset,
+                settings.validation,
+                report_dir,
+                mode=mode,
+                workers=workers or settings.data.image_workers,
+                progress=progress,
+            )
+
+    result = run_guarded(validate_with_progress)  # after the bar has closed, an error is the last line
     print_report(result)
     outcome = {"success": result.success, "data_hash": result.data_hash, "summary": str(result.summary_path)}
     typer.echo(json.dumps(outcome))

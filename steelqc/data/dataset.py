@@ -124,14 +124,21 @@ def parse_labels_csv(data: bytes, *, file: str = LABELS_FILE) -> pd.DataFrame:
         known = labels["ImageId"].tolist()
         labels = labels[labels["EncodedPixels"].str.strip() != ""]
     else:
+        # a CSV without its header line makes the first label row the header: show its start, not a whole RLE
+        got = ", ".join(repr(_clip(str(column))) for column in raw.columns[:-1])
         raise LabelFormatError(
-            f"expected columns ImageId,ClassId,EncodedPixels (or ImageId_ClassId,EncodedPixels), "
-            f"got {list(raw.columns[:-1])}",
+            f"expected the header line ImageId,ClassId,EncodedPixels (or ImageId_ClassId,EncodedPixels), "
+            f"got columns {got}",
             file=file,
+            row=1,
         )
     labels = labels.reset_index(drop=True)
     labels.attrs["known_image_ids"] = sorted(set(known))
     return labels
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def labels_to_csv(labels: pd.DataFrame) -> bytes:
@@ -178,6 +185,8 @@ class Dataset:
             else DatasetMeta()
         )
         if not storage.exists(LABELS_FILE):
+            if storage.is_folder(LABELS_FILE):
+                raise DatasetError(f"{LABELS_FILE} is a folder; it must be the labels CSV file", file=storage.uri)
             raise DatasetError(f"no {LABELS_FILE} in dataset", file=storage.uri)
         labels = parse_labels_csv(storage.read_bytes(LABELS_FILE), file=f"{storage.uri}/{LABELS_FILE}")
         image_ids = tuple(storage.list_files(IMAGES_DIR))

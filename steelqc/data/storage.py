@@ -27,6 +27,10 @@ class Storage(Protocol):
 
     def exists(self, relpath: str) -> bool: ...
 
+    def is_folder(self, relpath: str) -> bool:
+        """True when ``relpath`` is a folder (an S3 prefix holding objects), where a file was expected."""
+        ...
+
     def list_files(self, reldir: str) -> list[str]:
         """Names (not paths) of the files directly inside ``reldir``, sorted."""
         ...
@@ -64,6 +68,9 @@ class LocalStorage:
 
     def exists(self, relpath: str) -> bool:
         return self._path(relpath).is_file()
+
+    def is_folder(self, relpath: str) -> bool:
+        return self._path(relpath).is_dir()
 
     def list_files(self, reldir: str) -> list[str]:
         folder = self._path(reldir)
@@ -132,6 +139,13 @@ class S3Storage:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return False
             raise _s3_refusal(exc, f"s3://{self.bucket}/{self._key(relpath)}") from None
+
+    def is_folder(self, relpath: str) -> bool:
+        try:
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self._key(relpath)}/", MaxKeys=1)
+        except (ClientError, NoCredentialsError) as exc:
+            raise _s3_refusal(exc, self.uri) from None
+        return bool(listed.get("KeyCount"))
 
     def list_files(self, reldir: str) -> list[str]:
         folder = self._key(reldir)

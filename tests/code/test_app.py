@@ -190,11 +190,26 @@ def test_qa_page_stale_gate_is_a_message_and_changes_nothing(registry: Settings,
     older = _pending_challenger(registry, tmp_path / "older")
     newer = _pending_challenger(registry, tmp_path / "newer")  # both were gated against champion v1
     at = run_app("QA")
-    at.text_input(key=f"reviewer-{newer}").input("qa-lead")
-    at.button(key=f"FormSubmitter:decide-{newer}-Approve v{newer}").click().run()
-    assert promotion.champion_version(registry) == newer
+    # another reviewer (another process) promotes the newer one while this page still offers the older one
+    promotion.approve_pending(registry, newer, reviewer="other-lead")
     at.text_input(key=f"reviewer-{older}").input("qa-lead")
     at.button(key=f"FormSubmitter:decide-{older}-Approve v{older}").click().run()
     assert not at.exception
-    assert f"champion is v{newer} but the gate of v{older} compared against v1" in texts(at.error)
+    # its evidence went stale with the promotion: marked superseded, no longer offered, nothing changed
+    assert f"reviewer-{older}" not in [widget.key for widget in at.text_input]
     assert promotion.champion_version(registry) == newer
+    client = MlflowClient(registry.mlflow_tracking_uri)
+    assert client.get_model_version(registry.tracking.registered_model, older).tags["approval_status"] == "superseded"
+
+
+def test_qa_page_champion_moved_since_the_gate_is_a_message(registry: Settings, tmp_path: Path) -> None:
+    pending = _pending_challenger(registry, tmp_path / "pending")  # gated against champion v1
+    elsewhere = _pending_challenger(registry, tmp_path / "elsewhere")
+    at = run_app("QA")
+    client = MlflowClient(registry.mlflow_tracking_uri)
+    client.set_registered_model_alias(registry.tracking.registered_model, promotion.CHAMPION, elsewhere)
+    at.text_input(key=f"reviewer-{pending}").input("qa-lead")
+    at.button(key=f"FormSubmitter:decide-{pending}-Approve v{pending}").click().run()
+    assert not at.exception
+    assert f"champion is v{elsewhere} but the gate of v{pending} compared against v1" in texts(at.error)
+    assert promotion.champion_version(registry) == elsewhere

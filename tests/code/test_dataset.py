@@ -138,6 +138,22 @@ def test_missing_folder_or_csv_raises(tmp_path: Path) -> None:
         Dataset.open(str(tmp_path / "empty"))
 
 
+def test_train_csv_that_is_a_folder_says_so(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").mkdir()
+    with pytest.raises(DatasetError, match="train.csv is a folder; it must be the labels CSV file"):
+        Dataset.open(str(tmp_path))
+
+
+def test_csv_without_header_shows_the_start_of_the_first_row_not_its_whole_rle() -> None:
+    rle = " ".join(f"{start} 3" for start in range(1, 40_000, 7))
+    with pytest.raises(LabelFormatError) as info:
+        parse_labels_csv(f"0002cc93b.jpg,1,{rle}\n0007a71bf.jpg,3,{rle}\n".encode())
+    message = str(info.value)
+    assert "expected the header line ImageId,ClassId,EncodedPixels" in message
+    assert "'0002cc93b.jpg'" in message and f"({len(rle)} characters)" in message
+    assert len(message) < 400 and info.value.row == 1
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [

@@ -94,17 +94,85 @@ def test_rollback_swaps_aliases_and_is_recorded(settings: Settings, tmp_path: Pa
     assert "rollback" in set(promotion.list_decisions(settings)["action"])
 
 
-def test_race_second_promotion_stops(settings: Settings, tmp_path: Path) -> None:
-    """Two challengers gated against the same (absent) champion: the second must not overwrite the first."""
+def _status(settings: Settings, version: str) -> str:
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    return client.get_model_version(settings.tracking.registered_model, version).tags["approval_status"]
+
+
+def test_race_second_promotion_stops_and_the_loser_is_superseded(settings: Settings, tmp_path: Path) -> None:
+    """Two challengers gated against the same (absent) champion: the second must not overwrite the first, and
+    it does not wait as pending forever: its gate evidence is stale once the champion moved."""
     a = _new_version(settings, tmp_path)
     b = _new_version(settings, tmp_path)
     _gate_passed(settings, a)
     _gate_passed(settings, b)
     promotion.approve_pending(settings, a, reviewer="qa")
-    with pytest.raises(promotion.ChampionChangedError, match="re-run"):
-        promotion.approve_pending(settings, b, reviewer="qa")
     assert promotion.champion_version(settings) == a
-    assert [p.version for p in promotion.list_pending(settings)] == [b]
+    assert promotion.list_pending(settings) == []
+    assert _status(settings, b) == "superseded"
+    superseded = r"approval_status=superseded\): the champion moved after its gate"
+    with pytest.raises(promotion.PromotionError, match=superseded):
+        promotion.approve_pending(settings, b, reviewer="qa")
+    history = promotion.list_decisions(settings)
+    assert ("supersede", b, "superseded") in set(zip(history.action, history.version, history.outcome, strict=True))
+
+
+def test_promotion_that_lost_the_race_after_its_check_is_superseded(settings: Settings, tmp_path: Path) -> None:
+    """The flow's promote step (the QA answer came through a suspended run) meets a champion that moved."""
+    a = _new_version(settings, tmp_path)
+    b = _new_version(settings, tmp_path)
+    _gate_passed(settings, a)
+    _gate_passed(settings, b)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    client.set_registered_model_alias(settings.tracking.registered_model, promotion.CHAMPION, a)  # moved elsewhere
+    with pytest.raises(promotion.ChampionChangedError, match="marked superseded"):
+        promotion.promote(settings, b, reviewer="qa", expected_champion=None)
+    assert promotion.champion_version(settings) == a and _status(settings, b) == "superseded"
+
+
+def test_reject_takes_the_decision_lock(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steelqc import promotion_lock
+
+    version = _new_version(settings, tmp_path)
+    _gate_passed(settings, version)
+    monkeypatch.setattr(promotion_lock, "WAIT_S", 0.2)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    with promotion_lock.decision_lock(settings, client):  # another decision in progress
+        with pytest.raises(promotion.PromotionError, match="another promotion decision has held"):
+            promotion.reject(settings, version, reviewer="qa")
+        with pytest.raises(promotion.PromotionError, match="another promotion decision has held"):
+            promotion.approve_pending(settings, version, reviewer="qa")
+    assert _status(settings, version) == "pending"
+    promotion.reject(settings, version, reviewer="qa")
+    assert _status(settings, version) == "rejected"
+    with pytest.raises(promotion.PromotionError, match="not pending"):  # checked again under the lock
+        promotion.reject(settings, version, reviewer="qa")
+
+
+def test_registry_claim_is_exclusive_and_expires(settings: Settings, tmp_path: Path) -> None:
+    """The claim clients of a tracking server take (exercised here on the SQLite registry, which stores tags
+    alike); the two-process race against a real server is in tests/flows/test_promotion_server.py."""
+    from steelqc.promotion_lock import CLAIM_TAG, DecisionBusyError, RegistryClaim
+
+    _new_version(settings, tmp_path)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    name = settings.tracking.registered_model
+    first = RegistryClaim(client, name, settle_s=0.5)
+    second = RegistryClaim(client, name, settle_s=0.5)
+    first.acquire()
+    with pytest.raises(DecisionBusyError, match="held the registry claim"):
+        second.acquire(wait_s=1)
+    first.confirm()
+    first.release()
+    assert CLAIM_TAG not in client.get_registered_model(name).tags
+    second.acquire(wait_s=5)
+    # a holder killed mid-decision leaves its claim behind; it expires after its lease
+    client.set_registered_model_tag(name, CLAIM_TAG, f"{second.token} 0")
+    first.acquire(wait_s=5)
+    with pytest.raises(DecisionBusyError, match="took the registry claim"):
+        second.confirm()
+    second.release()  # not its claim any more: left alone
+    assert client.get_registered_model(name).tags[CLAIM_TAG].startswith(first.token)
 
 
 def test_unknown_version(settings: Settings, tmp_path: Path) -> None:
@@ -156,3 +224,26 @@ def test_unreachable_registry_is_an_error_not_no_champion(monkeypatch: pytest.Mo
     client = MlflowClient(tracking_uri="http://127.0.0.1:9", registry_uri="http://127.0.0.1:9")
     with pytest.raises(Exception):  # noqa: B017 - MLflow or requests, depending on where the connection fails
         promotion.alias_version(client, "steelqc", promotion.CHAMPION)
+
+
+def test_a_retried_promotion_completes_and_a_rollback_supersedes_what_was_gated_against_the_old_champion(
+    settings: Settings, tmp_path: Path
+) -> None:
+    first = _new_version(settings, tmp_path)
+    _gate_passed(settings, first)
+    promotion.approve_pending(settings, first, reviewer="qa")
+    second = _new_version(settings, tmp_path)
+    _gate_passed(settings, second)
+    promotion.promote(settings, second, reviewer="flow", expected_champion=first)
+    # the flow's promote task retried after its alias moves landed: it completes, nothing moves twice
+    record = promotion.promote(settings, second, reviewer="flow", expected_champion=first)
+    assert (record.version, record.previous_version) == (second, first)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    name = settings.tracking.registered_model
+    assert promotion.alias_version(client, name, promotion.PREVIOUS) == first
+
+    third = _new_version(settings, tmp_path)
+    _gate_passed(settings, third)  # against the champion `second`
+    promotion.rollback(settings, reviewer="qa")
+    assert promotion.champion_version(settings) == first
+    assert _status(settings, third) == "superseded" and promotion.list_pending(settings) == []

@@ -85,6 +85,9 @@ def test_dataset_reads_from_s3(synthetic_dataset: Path, s3_endpoint: str) -> Non
     assert info.value.file == "s3://steel-data/runs/one/train_images/000000000.jpg"
     with pytest.raises(DatasetError, match="no train.csv"):
         Dataset.open("s3://steel-data/elsewhere", endpoint_url=s3_endpoint)
+    client.put_object(Bucket="steel-data", Key="spark/train.csv/part-00000.csv", Body=b"ImageId,ClassId\n")
+    with pytest.raises(DatasetError, match="train.csv is a folder"):
+        Dataset.open("s3://steel-data/spark", endpoint_url=s3_endpoint)
 
 
 def test_generate_straight_into_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:

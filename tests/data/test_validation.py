@@ -22,6 +22,7 @@ from steelqc.validation import (
     ValidationResult,
     compute_data_hash,
     load_manifest,
+    scan_image_files,
     scan_images,
     validate_dataset,
 )
@@ -274,6 +275,16 @@ def test_generated_dataset_validates_clean(synthetic_dataset: Path, tmp_path: Pa
     pages = list((tmp_path / "report" / "data_docs" / "validations").rglob("*.html"))
     assert len(pages) == 3  # one validation page per suite
     assert result.data_hash == result.input_hash and len(result.data_hash) == 64
+
+
+def test_the_image_scan_reports_its_progress_file_by_file(synthetic_dataset: Path) -> None:
+    dataset = Dataset.open(synthetic_dataset)
+    calls: list[tuple[int, int]] = []
+    records = scan_image_files(
+        dataset, dataset.image_ids, workers=2, progress=lambda done, total: calls.append((done, total))
+    )
+    assert len(records) == len(dataset.image_ids) == 24
+    assert calls == [(done, 24) for done in range(1, 25)]
 
 
 def test_fail_mode_rejects_the_dataset_on_one_bad_row(synthetic_dataset: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from flows.retrain import retrain
 from steelqc import promotion
 from steelqc.config import load_settings
+from steelqc.tracking import TAG_PROCESS
 from steelqc.train_job import run_training_job
 
 from tiny import TINY
@@ -19,6 +20,8 @@ pytestmark = pytest.mark.slow
 
 # What only the flow writes, by design: the link to its Prefect run, and the gate's verdict on the version.
 FLOW_RUN_TAGS = {"prefect.flow_run_id"}
+# What only `steelqc train` writes: the process its one run lives in (a flow's tasks may run in several).
+TRAIN_RUN_TAGS = {TAG_PROCESS}
 GATE_VERSION_TAGS = {
     promotion.TAG_GATE,
     promotion.TAG_GATE_REASON,
@@ -37,7 +40,7 @@ def test_train_and_pipeline_record_the_same_params_metrics_and_tags(learnable_da
     plain_run, production_run = client.get_run(plain.run_id), client.get_run(production["run_id"])
     assert set(production_run.data.params) == set(plain_run.data.params)
     assert set(production_run.data.metrics) == set(plain_run.data.metrics)
-    assert set(production_run.data.tags) == set(plain_run.data.tags) | FLOW_RUN_TAGS
+    assert set(production_run.data.tags) | TRAIN_RUN_TAGS == set(plain_run.data.tags) | FLOW_RUN_TAGS
     # what the flow's own logging lacked before both paths shared the library's functions
     assert {"best_epoch", "best_stage", "val_specificity_at_pass"} <= set(production_run.data.metrics)
     assert {"thresholds.bound_met", "thresholds.note", "work_dir"} <= set(production_run.data.tags)
