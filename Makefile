@@ -12,6 +12,8 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	@# venvs made before the switch to tensorflow-cpu hold the CUDA build in the same folder: remove both, reinstall one
+	@if $(BIN)/python -m pip show tensorflow >/dev/null 2>&1; then $(BIN)/python -m pip uninstall -q -y tensorflow tensorflow-cpu; fi
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 

@@ -2,4 +2,6 @@
 
 # steelqc's environment defaults (telemetry off, state under the project) must be in place before
 # Prefect reads its settings, which it does once, on import.
-import steelqc  # noqa: F401
+from steelqc.env import prepare_prefect_home
+
+prepare_prefect_home()

@@ -207,12 +207,30 @@ class MonitoringSettings(_Section):
     )
     window_days: int = Field(7, ge=1, description="Days of patch log `steelqc monitor` reads by default")
     trigger_retrain: bool = False
+    image_tail: float = Field(
+        0.005,
+        gt=0.0,
+        lt=0.5,
+        description="One image vs the reference: a patch is unusual outside the reference's [tail, 1-tail] quantiles",
+    )
+    image_unusual_share: float = Field(
+        0.5, gt=0.0, le=1.0, description="One image is unlike the training data when this share of its patches is "
+        "unusual in some feature",
+    )
 
 
 class AppSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8501, ge=1, le=65535)
     max_upload_mb: int = Field(20, ge=1)
+    max_batch_images: int = Field(200, ge=1, description="Most images the Inspect page decides at once")
+    mlflow_ui_url: str | None = Field(
+        None, description="MLflow UI the QA page links to; default the tracking URI when it is http(s), else "
+        "http://127.0.0.1:5000 (mlflow ui)",
+    )
+    prefect_ui_url: str | None = Field(
+        None, description="Prefect UI the QA page links flow runs to; default PREFECT_API_URL without /api"
+    )
 
 
 class Settings(BaseSettings):

@@ -43,3 +43,14 @@ def apply_default_environment(state_dir: Path | None = None) -> None:
     }
     for key, path in homes.items():
         os.environ.setdefault(key, str(path))
+
+
+def prepare_prefect_home() -> None:
+    """Create ``$PREFECT_HOME`` with its parents before Prefect is imported.
+
+    Prefect creates it on import without parents, and warns when the state dir is new (a first run).
+    """
+    try:
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    except (KeyError, OSError):  # a read-only state dir is reported, with its path, by the job that writes there
+        pass

@@ -32,6 +32,24 @@ REPORTED_METRICS = (
 )
 
 
+def side_by_side(challenger: Mapping[str, float], champion: Mapping[str, float] | None) -> list[dict[str, Any]]:
+    """The gate evidence as QA reads it: one row per metric (reported metrics first), both models and the difference.
+
+    ``champion`` and ``difference`` are None where the champion lacks the metric (or there is no champion).
+    """
+    names = [m for m in REPORTED_METRICS if m in challenger] + sorted(set(challenger) - set(REPORTED_METRICS))
+    champion = champion or {}
+    return [
+        {
+            "metric": name,
+            "challenger": float(challenger[name]),
+            "champion": float(champion[name]) if name in champion else None,
+            "difference": float(challenger[name]) - float(champion[name]) if name in champion else None,
+        }
+        for name in names
+    ]
+
+
 @dataclass(frozen=True)
 class GateDecision:
     """The gate's verdict and all the evidence it was based on."""

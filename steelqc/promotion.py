@@ -200,18 +200,24 @@ def list_pending(settings: Settings) -> list[PendingPromotion]:
         if _is_missing(exc):
             return []
         raise
-    pending = [
-        PendingPromotion(
-            version=str(v.version),
-            run_id=v.run_id,
-            created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
-            gate=_gate_of(v),
-            flow_run_id=v.tags.get(TAG_FLOW_RUN) or None,
-            champion_version=v.tags.get(TAG_GATE_CHAMPION) or None,
-        )
-        for v in versions
-    ]
-    return sorted(pending, key=lambda p: int(p.version), reverse=True)
+    return sorted((_review(v) for v in versions), key=lambda p: int(p.version), reverse=True)
+
+
+def _review(version: ModelVersion) -> PendingPromotion:
+    return PendingPromotion(
+        version=str(version.version),
+        run_id=version.run_id,
+        created_at=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+        gate=_gate_of(version),
+        flow_run_id=version.tags.get(TAG_FLOW_RUN) or None,
+        champion_version=version.tags.get(TAG_GATE_CHAMPION) or None,
+    )
+
+
+def version_review(settings: Settings, version: str) -> tuple[PendingPromotion, dict[str, str]]:
+    """Any version's gate evidence as QA reviews it (pending or not) and all its tags (approval status, reviewer)."""
+    found = _version(_client(settings), settings.tracking.registered_model, version)
+    return _review(found), dict(found.tags)
 
 
 def pending_version(settings: Settings, version: str) -> PendingPromotion:
@@ -391,3 +397,4 @@ def champion_card(settings: Settings) -> dict[str, Any] | None:
         "run_id": version.run_id,
         "test_metrics": {k: v for k, v in metrics.items() if k.startswith(("patch_", "image_"))},
     }
+

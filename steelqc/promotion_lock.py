@@ -12,6 +12,7 @@ only one token can be there. The holder checks the tag again just before it move
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from filelock import FileLock, Timeout
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from steelqc.config import Settings
@@ -87,8 +89,17 @@ class RegistryClaim(DecisionLock):
             )
 
     def release(self) -> None:
-        if self._holder() == self.token:
-            self.client.delete_registered_model_tag(self.model_name, CLAIM_TAG)
+        """Remove the claim if it is still ours; if the registry cannot be reached it expires on its own."""
+        try:
+            if self._holder() == self.token:
+                self.client.delete_registered_model_tag(self.model_name, CLAIM_TAG)
+        except (MlflowException, OSError) as exc:  # requests' errors are OSErrors
+            logging.getLogger(__name__).warning(
+                "could not release the registry claim on %r (%s); it expires in %.0f s",
+                self.model_name,
+                exc,
+                self.lease_s,
+            )
 
 
 @contextmanager

@@ -41,7 +41,7 @@ RUNTIME_CONFIG_KEY = "runtime"
 # Packages the pyfunc imports (steelqc's inference path); explicit because inference takes ~7 s.
 PYFUNC_PACKAGES = (
     "mlflow",
-    "tensorflow",
+    "tensorflow-cpu",
     "keras",
     "numpy",
     "pandas",

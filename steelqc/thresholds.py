@@ -165,3 +165,33 @@ def image_decision(patch_decisions: np.ndarray | list[str]) -> str:
     if unknown:
         raise ValueError(f"unknown patch decisions {sorted(unknown)}; expected PASS, HOLD or FAIL")
     return max(decisions, key=_SEVERITY.__getitem__)
+
+
+def decision_reason(worst_score: float, thresholds: Thresholds) -> str:
+    """Why an image got its decision, in the operator's terms: its worst patch score against the thresholds."""
+    score, t_pass, t_fail = worst_score, thresholds.t_pass, thresholds.t_fail
+    if np.isnan(score):
+        return "the model returned no score (NaN): a person must look"
+    if score >= t_fail:
+        return f"worst patch score {score:.3f} ≥ t_fail {t_fail:.3f}"
+    if score < t_pass:
+        return f"worst patch score {score:.3f} < t_pass {t_pass:.3f}"
+    upper = f"< t_fail {t_fail:.3f}" if t_fail <= 1.0 else "(no automatic FAIL)"
+    return f"t_pass {t_pass:.3f} ≤ worst patch score {score:.3f} {upper}: a person must look"
+
+
+def hold_band_note(thresholds: Thresholds) -> str:
+    """What the thresholds mean for the three decisions; says so when the HOLD band is empty or nothing can FAIL."""
+    t_pass, t_fail = thresholds.t_pass, thresholds.t_fail
+    if t_fail <= t_pass:
+        return (
+            f"This model has no HOLD band: t_pass = t_fail = {t_pass:.3f}, so every image is PASS (worst patch below "
+            f"{t_pass:.3f}) or FAIL (at or above it) and none is sent to a person. The threshold that reaches the "
+            "recall target already reaches the precision target."
+        )
+    if t_fail > 1.0:
+        return (
+            f"PASS below t_pass = {t_pass:.3f}, HOLD (a person looks) at or above it; no automatic FAIL: "
+            "no threshold reached the precision target."
+        )
+    return f"PASS below t_pass = {t_pass:.3f} · HOLD (a person looks) up to t_fail = {t_fail:.3f} · FAIL from there."

@@ -89,8 +89,9 @@ def synthetic_dataset(synthetic_dataset_factory) -> Path:  # type: ignore[no-unt
 def tiny_champion_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite MLflow registry whose champion v1 is an untrained small-CNN steelqc model, approved by ``qa-lead``.
 
-    256 px patches at stride 256, t_pass 0.3 / t_fail 0.7. Built once (~15 s); copy the file before
-    changing the registry (artefacts stay where they are and are only read).
+    256 px patches at stride 256, t_pass 0.3 / t_fail 0.7; its monitoring reference set is the patches of the
+    packaged (generated) demo strips. Built once (~15 s); copy the file before changing the registry
+    (artefacts stay where they are and are only read).
     """
     import keras
     import mlflow
@@ -125,6 +126,7 @@ def tiny_champion_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with mlflow.start_run(experiment_id=ensure_experiment(settings, "tiny")):
             mlflow.log_metrics(metrics)
             info = log_pyfunc_model(model, thresholds, settings.patches, np.zeros((256, 1600), np.uint8))
+            log_demo_reference(model, settings.patches.size)
         name = settings.tracking.registered_model
         version = str(
             register_version(info.model_uri, name, version_tags(metrics, thresholds, "tiny-data-hash")).version
@@ -194,3 +196,24 @@ def prefect_server(isolated_state: Path, monkeypatch: pytest.MonkeyPatch):  # ty
 def learnable_dataset(synthetic_dataset_factory) -> Path:  # type: ignore[no-untyped-def]
     """48 high-contrast generated strips a tiny model learns in a few epochs (see tests/flows/tiny.py)."""
     return synthetic_dataset_factory(48, seed=0, contrast=3.0)
+
+
+def log_demo_reference(model: object, patch_size: int) -> None:
+    """Log a monitoring reference set built from the packaged demo strips to the active run, as training does."""
+    import tempfile
+
+    import mlflow
+    import numpy as np
+
+    from steelqc.app.images import PACKAGED_DEMO_DIR
+    from steelqc.data.images import read_image
+    from steelqc.monitoring import MONITORING_ARTIFACT_DIR, build_reference, save_reference
+    from steelqc.patches import extract_patches
+
+    patches = np.concatenate(
+        [extract_patches(read_image(path), patch_size, patch_size, "reflect")[0]
+         for path in sorted(PACKAGED_DEMO_DIR.glob("*.png"))]
+    )  # fmt: skip
+    reference, reducer = build_reference(model, patches, n_components=4)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifacts(str(save_reference(reference, reducer, tmp)), MONITORING_ARTIFACT_DIR)

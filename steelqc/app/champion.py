@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 from mlflow.exceptions import MlflowException
 
 from steelqc import promotion
 from steelqc.config import Settings
 from steelqc.inference import Inspector
+from steelqc.monitoring import MonitoringDataError, model_reference
 from steelqc.pyfunc import ModelMetadata, load_inspector
 from steelqc.runtimes import AUTO
 
@@ -37,6 +39,15 @@ def cached_inspector(tracking_uri: str, model_uri: str) -> tuple[Inspector, Mode
     """One loaded model per registry and version for the whole server, shared by every session; it scores
     with the pyfunc's own choice (``auto``: an export that passed its parity check, else Keras) in its mode."""
     return load_inspector(model_uri, runtime=AUTO)
+
+
+@st.cache_resource(show_spinner="Loading the champion's reference set…", max_entries=2)
+def cached_reference(tracking_uri: str, run_id: str) -> pd.DataFrame | None:
+    """The champion's reference patches (logged with its run), or None when it was registered without them."""
+    try:
+        return model_reference(run_id)[0]
+    except MonitoringDataError:
+        return None
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -7,6 +7,7 @@ to keep Prefect out of the library's import graph).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from mlflow.tracking import MlflowClient
 from steelqc import promotion
 from steelqc.app.champion import render_model_card
 from steelqc.config import Settings
-from steelqc.gate import REPORTED_METRICS
+from steelqc.gate import side_by_side
+from steelqc.monitoring import latest_drift_check
 
 #: Written by ``evaluation.evaluate`` and logged by ``tracking.log_evaluation`` when a test defect was missed.
 FALSE_NEGATIVE_GALLERY = "evaluation/plots/false_negatives.png"
@@ -27,17 +29,8 @@ FLASH_KEY = "qa_flash"
 
 
 def metrics_comparison(challenger: dict[str, float], champion: dict[str, float] | None) -> pd.DataFrame:
-    """Both models' test metrics on the same split, gated and reported metrics first, with the difference."""
-    names = [m for m in REPORTED_METRICS if m in challenger] + sorted(set(challenger) - set(REPORTED_METRICS))
-    champion = champion or {}
-    return pd.DataFrame(
-        {
-            "metric": names,
-            "challenger": [float(challenger[m]) for m in names],
-            "champion": [float(champion[m]) if m in champion else None for m in names],
-            "difference": [float(challenger[m]) - float(champion[m]) if m in champion else None for m in names],
-        }
-    )
+    """Both models' test metrics on the same split side by side (:func:`steelqc.gate.side_by_side`)."""
+    return pd.DataFrame(side_by_side(challenger, champion), columns=["metric", "challenger", "champion", "difference"])
 
 
 def confusion_on_split(rates: Mapping[str, float], split: Mapping[str, float], level: str) -> pd.DataFrame | None:
@@ -90,6 +83,41 @@ def _render_confusion(title: str, rates: Mapping[str, float] | None, split: Mapp
         st.caption("confusion counts not recorded for this test split")
 
 
+def mlflow_ui_url(settings: Settings) -> str:
+    """Where the MLflow UI of this registry answers: ``app.mlflow_ui_url``, a tracking server itself, else the
+    default address of ``mlflow ui`` (a SQLite or folder store has no UI until someone starts one)."""
+    if settings.app.mlflow_ui_url:
+        return settings.app.mlflow_ui_url.rstrip("/")
+    uri = settings.mlflow_tracking_uri
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
+def mlflow_run_link(settings: Settings, experiment_id: str, run_id: str) -> str:
+    return f"{mlflow_ui_url(settings)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def flow_run_link(settings: Settings, flow_run_id: str) -> str | None:
+    """The flow run in the Prefect UI (``app.prefect_ui_url``, else ``PREFECT_API_URL`` without ``/api``); None
+    without a server (an ephemeral run has no UI)."""
+    ui = settings.app.prefect_ui_url or os.environ.get("PREFECT_UI_URL") or os.environ.get("PREFECT_API_URL", "")
+    ui = ui.rstrip("/").removesuffix("/api")
+    return f"{ui}/runs/flow-run/{flow_run_id}" if ui else None
+
+
+def render_drift_status(settings: Settings, version: str) -> None:
+    """The champion's latest drift check (``steelqc monitor``): when, over which days, and what it found."""
+    check = latest_drift_check(settings, version)
+    if check is None:
+        st.caption(f"Drift: v{version} was never checked against production; run `steelqc monitor`.")
+        return
+    link = f"[MLflow run]({mlflow_run_link(settings, check.experiment_id, check.run_id)})"
+    when = f"checked {check.time} over {check.window} · {link}"
+    if check.drift_detected:
+        st.error(f"**Drift detected** on champion v{version}: {check.reasons}  \n{when}", icon=":material/warning:")
+    else:
+        st.success(f"**No drift** on champion v{version}  \n{when}", icon=":material/check_circle:")
+
+
 def _decide(settings: Settings, version: str, approve: bool, reviewer: str, comment: str) -> None:
     """Run the CLI's approval code path; keep the outcome for the next run of the page."""
     from flows.approval import approve as approve_version
@@ -107,13 +135,28 @@ def _render_pending(settings: Settings, item: promotion.PendingPromotion) -> Non
     gate: dict[str, Any] = item.gate
     with st.container(border=True):
         st.subheader(f"Challenger v{item.version}")
-        st.caption(
-            f"registered {item.created_at} · gate: {gate.get('reason', '—')} · "
-            f"compared against champion {('v' + item.champion_version) if item.champion_version else 'none'}"
-            + (f" · waiting flow run {item.flow_run_id}" if item.flow_run_id else "")
+        against = f"champion v{item.champion_version}" if item.champion_version else "no champion"
+        st.markdown(f"**Gate {'passed' if gate.get('passed') else 'failed'}** against {against}: "
+                    f"{gate.get('reason', '—')}")  # fmt: skip
+        run = MlflowClient().get_run(item.run_id) if item.run_id else None
+        links = [f"registered {item.created_at}"]
+        if run is not None:
+            links.append(f"[MLflow run]({mlflow_run_link(settings, run.info.experiment_id, run.info.run_id)})")
+        if item.flow_run_id:
+            url = flow_run_link(settings, item.flow_run_id)
+            links.append(f"[flow run]({url})" if url else f"flow run `{item.flow_run_id}`")
+        st.markdown(" · ".join(links))
+        st.caption("Test metrics of both models on this challenger's test split")
+        st.dataframe(
+            metrics_comparison(item.challenger_metrics, item.champion_metrics),
+            hide_index=True,
+            column_config={
+                "challenger": st.column_config.NumberColumn(f"challenger v{item.version}", format="%.4f"),
+                "champion": st.column_config.NumberColumn(against, format="%.4f"),
+                "difference": st.column_config.NumberColumn("difference", format="%+.4f"),
+            },
         )
-        st.dataframe(metrics_comparison(item.challenger_metrics, item.champion_metrics), hide_index=True)
-        split = MlflowClient().get_run(item.run_id).data.metrics if item.run_id else {}
+        split = run.data.metrics if run is not None else {}
         challenger_col, champion_col = st.columns(2)
         with challenger_col:
             _render_confusion(f"Challenger v{item.version}", item.challenger_metrics, split)
@@ -160,6 +203,7 @@ def render_qa_page(settings: Settings) -> None:
             st.info("No champion yet: the first approved version becomes the champion.")
         else:
             render_model_card(card)
+            render_drift_status(settings, card["version"])
     with pending_col:
         pending = promotion.list_pending(settings)
         if not pending:

@@ -34,7 +34,21 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+# Typer labels every flag "<bool>" in help (--help and --version too), which says nothing a flag does not: flags
+# get no type label. Typer offers no setting for it; tests/code/test_cli_conventions.py checks every command's help.
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _no_type_for_flags(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    return None if self.is_flag and self.metavar is None else _display_type_rich(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_type_for_flags  # type: ignore[method-assign]
+
+# Help panels of `steelqc --help`, in the order a dataset travels through the commands.
+DATA, TRAINING, PROMOTION, INSPECTION = "Data", "Training", "Promotion", "Inspection"
 # Output that is not a terminal (logs, pipes, tests) is laid out this wide, whatever COLUMNS says.
 LOG_WIDTH = 200
 # soft_wrap: messages are never broken inside a sentence or a path (users grep logs for them); the terminal
@@ -48,8 +62,20 @@ def _unwrapped_console(*, stderr: bool) -> Console:
 console = _unwrapped_console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from steelqc import __version__
+
+        typer.echo(f"steelqc {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _show_library_progress() -> None:
+def _show_library_progress(
+    version: bool = typer.Option(
+        False, "--version", "-V", is_eager=True, callback=_print_version, help="Print the version and exit"
+    ),
+) -> None:
     """steelqc's own log lines (training epochs, weight conversion) on the console, once per process."""
     logger = logging.getLogger("steelqc")
     if not any(isinstance(handler, RichHandler) for handler in logger.handlers):
@@ -103,6 +129,7 @@ ConfigOption = typer.Option(
     help="Profile name (demo, real, severstal) or path to a YAML file; default: the built-in defaults",
 )
 SetOption = typer.Option(None, "--set", help="Override a setting: --set train.epochs_frozen=2 (repeatable)")
+JsonOption = typer.Option(False, "--json", help="Print the result as one JSON object on stdout")
 
 
 def parse_sets(sets: list[str] | None) -> dict[str, str]:

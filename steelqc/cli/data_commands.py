@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from steelqc.cli._app import app, console, existing_path, fail, progress_bar, run_guarded
+from steelqc.cli._app import DATA, app, existing_path, fail, progress_bar, run_guarded, stdout_console
 from steelqc.data.importers import import_voc
 from steelqc.data.mask_importer import MaskImportSummary, import_masks
 from steelqc.data.mask_pairing import DEFAULT_CLEAN_FOLDERS, DEFAULT_MASK_PATTERNS
@@ -41,7 +41,7 @@ def _run_with_progress(description: str, func: Callable[..., Any], *args: Any, *
         fail(str(exc))
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def synth(
     out: str = typer.Option(..., "--out", "-o", help="Empty folder (or s3://bucket/prefix) to write the dataset to"),
     images: int = typer.Option(200, "--images", "-n", min=1, help="Number of images"),
@@ -64,13 +64,13 @@ def synth(
         size_scale=size_scale,
     )
     per_class = ", ".join(f"class {c}: {n}" for c, n in summary.masks_per_class.items())
-    console.print(
+    stdout_console().print(
         f"wrote {summary.images} images ({summary.defective} defective; {per_class}) to {summary.root} "
         f"in {summary.seconds:.1f} s"
     )
 
 
-@app.command("import-voc")
+@app.command("import-voc", rich_help_panel=DATA)
 def import_voc_command(
     src: Path = typer.Argument(..., help="Pascal VOC folder with images/ and annotations/ (e.g. NEU-DET)"),
     out: str = typer.Option(..., "--out", "-o", help="Empty folder (or s3://bucket/prefix) to write the dataset to"),
@@ -84,7 +84,7 @@ def import_voc_command(
     image_size = (height, width) if height is not None and width is not None else None
     summary = _run_with_progress("importing", import_voc, src, out, image_size=image_size)
     classes = ", ".join(f"{i}={name} ({summary.masks_per_class[i]})" for i, name in summary.classes.items())
-    console.print(
+    stdout_console().print(
         f"imported {summary.images} images, {summary.boxes} boxes into {summary.root} in {summary.seconds:.1f} s; "
         f"classes {classes}"
     )
@@ -106,7 +106,8 @@ def _print_mask_summary(summary: MaskImportSummary) -> None:
     for class_id, name in summary.classes.items():
         table.add_row(str(class_id), escape(name), str(summary.masks_per_class[class_id]))
     table.add_row("", "clean", str(summary.clean))
-    console.print(table)
+    out = stdout_console()
+    out.print(table)
     notes = [f"{summary.resized} resized", f"{summary.padded} padded"]
     if summary.empty_masks_clean:
         notes.append(f"{summary.empty_masks_clean} empty masks in defect folders written clean")
@@ -116,14 +117,14 @@ def _print_mask_summary(summary: MaskImportSummary) -> None:
         notes.append(f"{summary.masks_kept_by_area} masks too thin for nearest resizing kept by area")
     if summary.renamed:
         notes.append(f"{summary.renamed} renamed")
-    console.print(
+    out.print(
         f"imported {summary.images} images ({summary.images - summary.clean} defective, {summary.clean} clean) into "
         f"{summary.root} in {summary.seconds:.1f} s at {summary.height}x{summary.width} ({summary.fit}: "
         f"{', '.join(notes)}); source of every image in {summary.mapping_file}"
     )
 
 
-@app.command("import-masks")
+@app.command("import-masks", rich_help_panel=DATA)
 def import_masks_command(
     src: Path = typer.Argument(..., help="Folder of images with a mask image each, e.g. MT_<Class>/Imgs/x.jpg + x.png"),
     out: str = typer.Option(

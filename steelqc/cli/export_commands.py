@@ -6,7 +6,16 @@ from enum import StrEnum
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, registry_settings, run_guarded
+from steelqc.cli._app import (
+    INSPECTION,
+    ConfigOption,
+    SetOption,
+    app,
+    fail,
+    registry_settings,
+    run_guarded,
+    stdout_console,
+)
 from steelqc.runtimes import EXPORT_FORMATS
 
 
@@ -20,7 +29,7 @@ class ExportFormat(StrEnum):
 assert tuple(ExportFormat) == EXPORT_FORMATS
 
 
-@app.command()
+@app.command(rich_help_panel=INSPECTION)
 def export(
     model: str = typer.Argument(..., help="A registered version: models:/<name>/<version> or models:/<name>@<alias>"),
     fmt: ExportFormat = typer.Option(
@@ -50,7 +59,7 @@ def export(
     if not p.passed:
         fail(f"{fmt.value} export of {where} not accepted, scoring stays keras: {p.reason} "
              f"({p.patches} patches of {p.images} validation images)", code=1)  # fmt: skip
-    console.print(
+    stdout_console().print(
         f"{fmt.value} export of {where} passed parity on {p.images} validation images ({p.patches} patches): "
         f"max |score difference| {p.max_abs_diff:.1e}, decisions identical; stored at {result.stored_at}"
     )

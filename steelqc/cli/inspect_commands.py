@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +12,19 @@ from pathlib import Path
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, exit_for, fail, run_guarded, settings_from_cli
+from steelqc.cli._app import (
+    INSPECTION,
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    app,
+    console,
+    exit_for,
+    fail,
+    run_guarded,
+    settings_from_cli,
+    stdout_console,
+)
 from steelqc.runtimes import AUTO, RUNTIMES
 
 
@@ -69,7 +82,7 @@ def strips_progress() -> Iterator[Callable[[int, int], None] | None]:
         yield advance
 
 
-@app.command()
+@app.command(rich_help_panel=INSPECTION)
 def inspect(
     path: str = typer.Argument(..., help="An image file, a folder of images or an s3://bucket/prefix"),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for decisions.csv/.json and overlays/"),
@@ -79,6 +92,7 @@ def inspect(
     image_size: str = typer.Option("256x1600", help="Expected HEIGHTxWIDTH (other sizes are errors) or 'any'"),
     log: bool = typer.Option(True, "--log/--no-log", help="Append every patch to the production patch log"),
     runtime: RuntimeChoice = typer.Option(AUTO, help="What scores: auto = the passed export if any, else keras"),
+    as_json: bool = JsonOption,
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -112,22 +126,34 @@ def inspect(
             reducer=reducer, image_size=size, endpoint_url=settings.data.s3_endpoint_url,
             model_version=meta.version, max_image_pixels=settings.data.max_image_pixels, progress=progress,
         )  # fmt: skip
+    errors = result.decisions[result.decisions["decision"] == "ERROR"]
+    if as_json:
+        typer.echo(json.dumps({
+            "images": len(result.decisions), "model": model, "version": meta.version, "runtime": meta.runtime,
+            "mode": inspector.mode, "counts": result.counts,
+            "errors": dict(zip(errors["image"], errors["error"], strict=True)),
+            "decisions_csv": str(result.csv_path), "decisions_json": str(result.json_path),
+            "overlays": str(out / "overlays"), "patch_log": result.patch_log_file,
+            "images_per_second": result.images_per_second,
+        }))  # fmt: skip
+        return
+    stdout = stdout_console()
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
-    console.print(
+    stdout.print(
         f"{len(result.decisions)} images with {model} (v{meta.version or '-'}, {meta.runtime}, "
         f"{inspector.mode} mode): {counts}"
     )
-    for row in result.decisions[result.decisions["decision"] == "ERROR"].itertuples():
-        console.print(f"  [red]ERROR[/] {row.image}: {row.error}")
-    console.print(
+    for row in errors.itertuples():
+        stdout.print(f"  [red]ERROR[/] {row.image}: {row.error}")
+    stdout.print(
         f"decisions: {result.csv_path} and {result.json_path}; {len(result.overlays)} overlays in {out / 'overlays'}"
     )
     if result.patch_log_file:
-        console.print(f"patch log: {result.patch_log_file}")
+        stdout.print(f"patch log: {result.patch_log_file}")
     console.print(f"{result.images_per_second:.1f} images/s")
 
 
-@app.command()
+@app.command(rich_help_panel=INSPECTION)
 def monitor(
     since: str | None = typer.Option(
         None, help="First day (YYYY-MM-DD) of patch log to compare; default: monitoring.window_days ago"
@@ -136,6 +162,7 @@ def monitor(
     out: Path | None = typer.Option(None, "--out", "-o", help="Report folder; default <state>/reports/monitor-<time>"),
     model: str | None = ModelOption,
     reference: Path | None = typer.Option(None, help="Reference folder (reference.parquet) instead of the model's own"),
+    as_json: bool = JsonOption,
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -168,13 +195,17 @@ def monitor(
     result = run_guarded(drift_report, reference_frame, current, folder, settings.monitoring)
     params = {"model": model, "model_version": str(version), "since": str(first), "until": str(last or "today")}
     run = log_drift_run(settings, result, params)
-    console.print(
+    if as_json:
+        typer.echo(json.dumps({**result.summary(), "model": model, "model_version": version, "mlflow_run": run}))
+        raise typer.Exit(1 if result.drift_detected else 0)
+    stdout = stdout_console()
+    stdout.print(
         f"{result.n_current} production patches vs {result.n_reference} reference patches: "
         f"{result.drifted_share:.0%} of columns drifted {result.drifted_columns}, score drift {result.score_drift}, "
         f"embedding drift {result.embedding_drift}"
     )
-    console.print(f"report: {result.html_path}\nsummary: {result.json_path}\nMLflow run: {run}")
+    stdout.print(f"report: {result.html_path}\nsummary: {result.json_path}\nMLflow run: {run}")
     if result.drift_detected:
-        console.print("[bold red]drift detected:[/] " + "; ".join(result.reasons))
+        stdout.print("[bold red]drift detected:[/] " + "; ".join(result.reasons))
         raise typer.Exit(1)
-    console.print("[green]no drift[/]")
+    stdout.print("[green]no drift[/]")

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, run_guarded, settings_from_cli
+from steelqc.cli._app import (
+    DATA,
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    app,
+    run_guarded,
+    settings_from_cli,
+    stdout_console,
+)
 from steelqc.data.dataset import Dataset
 from steelqc.patches import SPLITS, build_patch_index, write_index
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def patches(
     data: str = typer.Argument(..., help="Dataset folder or s3://bucket/prefix (validate it first)"),
     out: Path = typer.Option(..., "--out", "-o", help="Patch index file to write (.parquet)"),
+    as_json: bool = JsonOption,
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -28,6 +39,11 @@ def patches(
     by_split = index.groupby("split").agg(
         images=("image_id", "nunique"), patches=("label", "size"), positive=("label", "sum")
     )
+    if as_json:
+        splits = {split: {k: int(v) for k, v in row.items()} for split, row in by_split.iterrows()}
+        typer.echo(json.dumps({"index": str(out), "patches": len(index), "splits": splits}))
+        return
+    console = stdout_console()
     for split in SPLITS:
         if split in by_split.index:
             row = by_split.loc[split]

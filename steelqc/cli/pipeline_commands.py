@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 import typer
 
-from steelqc.cli._app import SetOption, app, console, exit_for, fail, parse_sets, settings_from_cli
+from steelqc.cli._app import (
+    TRAINING,
+    JsonOption,
+    SetOption,
+    app,
+    console,
+    exit_for,
+    fail,
+    parse_sets,
+    settings_from_cli,
+)
 from steelqc.config import GENERATED_DATA_PROFILE, Settings, resolve_profile
 
 HEADLINE = (
@@ -54,7 +65,7 @@ def _print_summary(settings: Settings, summary: dict[str, Any]) -> None:
         typer.echo(f"approve with: steelqc approve {summary['version']} --reviewer NAME [--comment ...]")
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def pipeline(
     data: str = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: generated data)"),
     config: str = typer.Option(
@@ -68,15 +79,19 @@ def pipeline(
     auto_approve: bool = typer.Option(False, "--auto-approve", help="Promote without waiting for a QA lead"),
     runner: str = typer.Option("local", "--runner", help="local (threads) or dask"),
     dask_address: str = typer.Option(None, "--dask-address", help="tcp://host:port of an existing Dask scheduler"),
+    as_json: bool = JsonOption,
 ) -> None:
     """Run the retraining flow: validate, patch, train, thresholds, evaluate, register, gate, approval."""
     settings, summary = _run_retrain(data, config, sets, auto_approve, runner, dask_address)
-    _print_summary(settings, summary)
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        _print_summary(settings, summary)
     if not summary["gate"]["passed"]:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def demo(sets: list[str] = SetOption) -> None:
     """The main job end to end on the embedded default: generated data (so the demo profile), auto-approval."""
     from steelqc import promotion

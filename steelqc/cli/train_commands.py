@@ -9,7 +9,17 @@ from pathlib import Path
 
 import typer
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, run_guarded, settings_from_cli
+from steelqc.cli._app import (
+    TRAINING,
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    app,
+    console,
+    fail,
+    run_guarded,
+    settings_from_cli,
+)
 from steelqc.config import Settings
 from steelqc.workspace import default_work_dir, require_writable
 
@@ -30,7 +40,7 @@ def _format_metrics(metrics: Mapping[str, float]) -> str:
     return "  ".join(f"{name}={value:.4f}" for name, value in headline_metrics(metrics).items())
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def train(
     data: str | None = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: data.root)"),
     work_dir: Path | None = typer.Option(
@@ -38,6 +48,7 @@ def train(
         "--work-dir",
         help="Folder for reports, index and checkpoints; reuse it to resume (default: <state>/runs/…)",
     ),
+    as_json: bool = JsonOption,
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -58,6 +69,10 @@ def train(
             f"steelqc train {root} --work-dir {work} (and the same --config/--set options)",
             INTERRUPTED_EXIT_CODE,
         )
+    summary = {"run_id": result.run_id, "model": result.registered_model, "version": result.version, **result.headline}
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
     t = result.thresholds
     typer.echo(f"run id:      {result.run_id}")
     name, version = result.registered_model, result.version
@@ -67,20 +82,17 @@ def train(
     if not t.bound_met:
         console.print(f"[yellow]note:[/] {t.note}")
     console.print(f"work folder: {result.work_dir}")
-    typer.echo(
-        json.dumps(
-            {"run_id": result.run_id, "model": result.registered_model, "version": result.version, **result.headline}
-        )
-    )
+    typer.echo(json.dumps(summary))
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def evaluate(
     model_uri: str = typer.Argument(..., help="models:/steelqc@champion, models:/steelqc/3 or runs:/<id>/model"),
     data: str | None = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: data.root)"),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Report folder (default: <state>/reports/evaluate-<UTC time>)"
     ),
+    as_json: bool = JsonOption,
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -90,6 +102,8 @@ def evaluate(
     from steelqc.train_job import evaluate_model, headline_metrics
 
     report = run_guarded(evaluate_model, model_uri, _data_root(data, settings), settings, out_dir)
-    typer.echo(f"test:        {_format_metrics(report.metrics)}")
-    console.print(f"report:      {out_dir / 'evaluation'}")
-    typer.echo(json.dumps({"model_uri": model_uri, **headline_metrics(report.metrics)}))
+    summary = {"model_uri": model_uri, **headline_metrics(report.metrics), "report": str(out_dir / "evaluation")}
+    if not as_json:
+        typer.echo(f"test:        {_format_metrics(report.metrics)}")
+        typer.echo(f"report:      {out_dir / 'evaluation'}")
+    typer.echo(json.dumps(summary))

@@ -10,7 +10,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from steelqc.cli._app import ConfigOption, SetOption, app, console, fail, progress_bar, run_guarded, settings_from_cli
+from steelqc.cli._app import (
+    DATA,
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    app,
+    console,
+    fail,
+    progress_bar,
+    run_guarded,
+    settings_from_cli,
+    stdout_console,
+)
 from steelqc.data.dataset import Dataset
 from steelqc.validation import SUITES_DIR, Mode, ValidationResult, validate_dataset, write_suites
 
@@ -20,7 +32,8 @@ def _examples(examples: list[dict[str, object]]) -> str:
 
 
 def print_report(result: ValidationResult) -> None:
-    """A short table of failed expectations with a few example rows each, then the counts and paths."""
+    """A short table of failed expectations with a few example rows each, then the counts and paths (stdout)."""
+    console = stdout_console()
     if result.failed_expectations:
         table = Table(title="Failed expectations", show_lines=True)
         for column in ("suite.column", "expectation", "n", "examples"):
@@ -50,7 +63,7 @@ def print_report(result: ValidationResult) -> None:
         console.print(f"manifest:  {result.manifest_path}")
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def validate(
     data: str | None = typer.Argument(None, help="Dataset folder or s3://bucket/prefix (default: data.root)"),
     report: Path | None = typer.Option(
@@ -67,6 +80,7 @@ def validate(
     regenerate_suites: bool = typer.Option(
         False, "--write-suites", help=f"Regenerate the suite JSON files in {SUITES_DIR} from code and exit"
     ),
+    as_json: bool = JsonOption,
     config: str | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -96,8 +110,10 @@ def validate(
             )
 
     result = run_guarded(validate_with_progress)  # after the bar has closed, an error is the last line
-    print_report(result)
-    outcome = {"success": result.success, "data_hash": result.data_hash, "summary": str(result.summary_path)}
+    if not as_json:
+        print_report(result)
+    outcome = {"success": result.success, "data_hash": result.data_hash, "summary": str(result.summary_path),
+               "data_docs": str(result.docs_index), "rejected": str(result.rejected_path)}  # fmt: skip
     typer.echo(json.dumps(outcome))
     if not result.success:
         raise typer.Exit(1)

@@ -6,7 +6,8 @@ description computed on the champion's validation patches is the *reference* (:m
 with the model version); the production patch log (:mod:`.patch_log`) is compared with it by Evidently
 (:mod:`.drift`: ``DataDriftPreset`` on the features and the score, ``EmbeddingsDrift`` on the embeddings),
 so a changed light, a dirty lens or a defect look the model never saw shows up before recall drops.
-Drift checks are recorded as MLflow runs (:mod:`.mlflow_runs`).
+Drift checks are recorded as MLflow runs (:mod:`.mlflow_runs`). One image on the Inspect page is checked
+against the reference on its own (:mod:`.image_drift`).
 
 The names below are the package's public interface; each lives in the module of its one job.
 """
@@ -26,7 +27,8 @@ from steelqc.monitoring.features import (
     save_embedding_reducer,
     scores_and_embeddings,
 )
-from steelqc.monitoring.mlflow_runs import log_drift_run, model_version_of
+from steelqc.monitoring.image_drift import ImageDrift, image_drift
+from steelqc.monitoring.mlflow_runs import DriftCheck, latest_drift_check, log_drift_run, model_version_of
 from steelqc.monitoring.patch_log import PatchLog, patch_log_of, read_window
 from steelqc.monitoring.reference import (
     MONITORING_ARTIFACT_DIR,
@@ -43,14 +45,18 @@ __all__ = [
     "FEATURE_COLUMNS",
     "MONITORING_ARTIFACT_DIR",
     "SCORE_COLUMN",
+    "DriftCheck",
     "DriftResult",
     "EmbeddingRecorder",
+    "ImageDrift",
     "MonitoringDataError",
     "PatchLog",
     "build_reference",
     "drift_report",
     "embedding_columns",
     "fit_embedding_reducer",
+    "image_drift",
+    "latest_drift_check",
     "load_embedding_reducer",
     "load_reference",
     "log_drift_run",

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from steelqc.app.images import (
+    DECISION_COLORS,
     UploadTooLargeError,
     demo_images,
-    overlay_heatmap,
+    heatmap_figure,
+    patch_bars_figure,
     patch_heatmap,
     patch_table,
     read_strip,
@@ -24,6 +26,7 @@ from steelqc.cli.app_commands import APP_SCRIPT, streamlit_command
 from steelqc.config import ConfigError, load_settings
 from steelqc.data.errors import ImageDecodeError, ImageSizeError
 from steelqc.data.images import encode_jpeg, encode_png, read_image
+from steelqc.thresholds import Thresholds
 
 
 def strip(height: int = 256, width: int = 1600) -> np.ndarray:
@@ -63,18 +66,37 @@ def test_heatmap_takes_the_highest_score_of_overlapping_patches_and_clips_at_the
     assert heat[0, 0] == pytest.approx(0.2)
     assert heat[0, 5] == pytest.approx(0.9)  # covered by the first two patches: the higher wins
     assert heat[0, 9] == pytest.approx(0.9)  # third patch runs past the edge (padding), clipped
-    overlay = overlay_heatmap(np.zeros((4, 10), np.uint8), heat, (0, 4), patch_size=6)
-    assert overlay.shape == (4, 10, 3) and overlay.dtype == np.uint8
-    assert overlay[1, 1, 0] < overlay[1, 1, 2]  # low score: blue side of the scale (RGB)
 
 
-def test_hot_patch_is_red_and_framed_on_a_real_size_strip() -> None:
-    pixels = np.full((256, 1600), 128, np.uint8)
-    heat = patch_heatmap(pixels.shape, [(0, 0), (0, 256)], [0.0, 1.0], patch_size=256)
-    overlay = overlay_heatmap(pixels, heat, (0, 256), patch_size=256)
-    red, blue = overlay[128, 384], overlay[128, 128]
-    assert red[0] > red[2] and blue[2] > blue[0]
-    assert tuple(overlay[0, 300]) == (255, 255, 255)  # top edge of the worst patch's frame
+BAND = Thresholds(0.3, 0.7, 1.0, 1.0, 0.9, 0.5, 10, 10, True, "")
+
+
+def _colourful(rgb: np.ndarray) -> float:
+    """Share of pixels far from grey."""
+    return float((np.ptp(rgb.astype(int), axis=2) > 60).mean())
+
+
+def test_heatmap_keeps_clean_steel_as_it_is_and_colours_only_what_the_model_flags() -> None:
+    pixels = strip()
+    positions = [(0, x) for x in range(0, 1600 - 255, 256)]
+    quiet = heatmap_figure(pixels, patch_heatmap(pixels.shape, positions, [0.0] * 6, 256), (0, 0), 256, BAND, "PASS")
+    scores = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    hot = heatmap_figure(pixels, patch_heatmap(pixels.shape, positions, scores, 256), (0, 256), 256, BAND, "FAIL")
+    assert quiet.dtype == np.uint8 and quiet.shape == hot.shape and quiet.shape[2] == 3
+    assert _colourful(quiet) < 0.06  # the colour bar and a frame; the strip itself stays grey
+    assert _colourful(hot) > _colourful(quiet) + 0.06  # one hot patch of six is coloured
+    assert (hot != quiet).any(axis=2).mean() < 0.3  # the rest of the strip is untouched
+
+
+def test_patch_bars_take_the_colour_of_each_patch_decision() -> None:
+    def count(rgb: np.ndarray, decision: str) -> int:
+        colour = [int(DECISION_COLORS[decision][i : i + 2], 16) for i in (1, 3, 5)]
+        return int((rgb == colour).all(axis=2).sum())
+
+    bars = patch_bars_figure([0.1, 0.5, 0.9], ["PASS", "HOLD", "FAIL"], BAND)
+    assert min(count(bars, d) for d in ("PASS", "HOLD", "FAIL")) > 100
+    only_pass = patch_bars_figure([0.1, 0.2], ["PASS", "PASS"], BAND)
+    assert count(only_pass, "FAIL") == 0 and count(only_pass, "PASS") > 100
 
 
 def test_patch_table_rows_follow_the_grid() -> None:

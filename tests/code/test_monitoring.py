@@ -137,3 +137,24 @@ def test_patch_log_on_s3_honours_the_endpoint(moto_s3_endpoint: str) -> None:
     assert len(keys) == 3
     with pytest.raises(MonitoringDataError, match="bucket 'missing' does not exist"):
         PatchLog("s3://missing/log", endpoint_url=moto_s3_endpoint).read()
+
+
+def test_one_image_is_unlike_the_reference_only_in_the_features_that_moved() -> None:
+    from steelqc.config import MonitoringSettings
+    from steelqc.monitoring import image_drift
+
+    reference = patch_features(np.stack([_texture(seed) for seed in range(200)]))
+    same = np.stack([_texture(seed) for seed in range(1000, 1012)])
+    check = image_drift(same, reference, MonitoringSettings())
+    assert not check.unlike_training and check.n_patches == 12 and check.n_reference == 200
+    brighter = np.clip(same.astype(int) + 60, 0, 255).astype(np.uint8)
+    check = image_drift(brighter, reference, MonitoringSettings())
+    assert [u.feature for u in check.unusual] == ["intensity_mean"]
+    unusual = check.unusual[0]
+    assert unusual.share_outside == 1.0 and unusual.image_median == pytest.approx(180, abs=2)
+    assert check.message().startswith("unlike the training data: intensity_mean 180 (training ")
+    half = np.concatenate([same[:6], brighter[:6]])  # half the patches moved: the default share (0.5) flags it
+    assert image_drift(half, reference, MonitoringSettings()).unlike_training
+    assert not image_drift(half, reference, MonitoringSettings(image_unusual_share=0.6)).unlike_training
+    with pytest.raises(ValueError, match="reference set lacks"):
+        image_drift(same, reference.drop(columns=["blur"]), MonitoringSettings())

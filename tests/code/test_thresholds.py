@@ -16,6 +16,8 @@ from steelqc.thresholds import (
     Thresholds,
     choose_thresholds,
     decide,
+    decision_reason,
+    hold_band_note,
     image_decision,
     positives_needed,
     recall_lower_bound,
@@ -155,3 +157,23 @@ def test_operating_points_hold_for_any_scores(
     assert t.t_fail >= t.t_pass
     if t.precision_at_fail is not None:
         assert np.mean(y[scores >= t.t_fail]) >= precision_target
+
+
+def _at(t_pass: float, t_fail: float) -> Thresholds:
+    return Thresholds(t_pass, t_fail, 1.0, 1.0, None, 0.5, 10, 10, True, "")
+
+
+def test_the_reason_compares_the_worst_patch_with_the_threshold_that_decided() -> None:
+    band = _at(0.3, 0.7)
+    assert decision_reason(0.1, band) == "worst patch score 0.100 < t_pass 0.300"
+    assert decision_reason(0.7, band) == "worst patch score 0.700 ≥ t_fail 0.700"
+    assert decision_reason(0.5, band) == "t_pass 0.300 ≤ worst patch score 0.500 < t_fail 0.700: a person must look"
+    assert "(no automatic FAIL)" in decision_reason(0.99, _at(0.3, NO_AUTOMATIC_FAIL))
+    assert "NaN" in decision_reason(float("nan"), band)
+
+
+def test_the_hold_band_note_never_describes_a_band_that_cannot_occur() -> None:
+    assert hold_band_note(_at(0.3, 0.7)).startswith("PASS below t_pass = 0.300 · HOLD (a person looks) up to t_fail")
+    empty = hold_band_note(_at(0.5, 0.5))
+    assert empty.startswith("This model has no HOLD band: t_pass = t_fail = 0.500") and "HOLD (a person" not in empty
+    assert "no automatic FAIL" in hold_band_note(_at(0.3, NO_AUTOMATIC_FAIL))
