@@ -26,8 +26,9 @@ from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, decode_ima
 from steelqc.data.storage import LocalStorage, Storage, open_storage
 from steelqc.inference import ImageResult, Inspector
 from steelqc.monitoring import EmbeddingRecorder, PatchLog, patch_features, patch_frame
+from steelqc.novelty import NOVEL_COLUMN, NOVELTY_COLUMN, outline_novel
 from steelqc.patches import PadMode, extract_patches, ordered_parallel_map
-from steelqc.pyfunc_io import result_record
+from steelqc.pyfunc_io import NOVELTY_COLUMNS, result_record
 from steelqc.thresholds import FAIL, HOLD, PASS
 
 ERROR = "ERROR"
@@ -136,7 +137,9 @@ def heatmap_overlay(pixels: np.ndarray, result: ImageResult, patch_size: int) ->
     y, x = result.worst_patch
     bottom_right = (min(x + patch_size, pixels.shape[1]) - 1, min(y + patch_size, pixels.shape[0]) - 1)
     cv2.rectangle(overlay, (x, y), bottom_right, (255, 255, 255), 2)
-    label = f"{result.decision} {result.worst_score:.3f}"
+    if result.novel is not None:
+        outline_novel(overlay, result.positions, result.novel, patch_size)
+    label = f"{result.decision} {result.worst_score:.3f}" + (f" {result.reason}" if result.reason else "")
     cv2.putText(overlay, label, (x + 4, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
     return overlay
 
@@ -185,7 +188,7 @@ def inspect_batch(
     recorder = EmbeddingRecorder(inspector.model) if want_embeddings and inspector.mode == PATCHES else None
     scorer = (
         Inspector(recorder, inspector.thresholds, inspector.patch_size, inspector.stride, inspector.pad_mode,
-                  batch_size=inspector.batch_size)  # fmt: skip
+                  batch_size=inspector.batch_size, novelty=inspector.novelty)  # fmt: skip
         if recorder is not None
         else inspector
     )
@@ -218,7 +221,8 @@ def inspect_batch(
                 overlays.append(path)
         if progress is not None:
             progress(len(group), len(names))
-    decisions = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
+    columns = [*DECISION_COLUMNS, *NOVELTY_COLUMNS] if inspector.novelty is not None else list(DECISION_COLUMNS)
+    decisions = pd.DataFrame(rows, columns=columns)
     decisions[["worst_patch_y", "worst_patch_x"]] = decisions[["worst_patch_y", "worst_patch_x"]].astype("Int64")
     csv_path, json_path = _write_decisions(decisions, out)
     # Appended last and once: a retried run rewrites the decisions but never logs its patches twice.
@@ -233,7 +237,7 @@ def _log_frame(
     """Patch-log rows of one group of images, in the Inspector's patch order."""
     if not items:
         return pd.DataFrame()
-    return patch_frame(
+    frame = patch_frame(
         pd.concat([item.features for item in items], ignore_index=True),
         np.concatenate([r.patch_scores for r in results]),
         embeddings=embeddings,
@@ -241,6 +245,10 @@ def _log_frame(
         images=[item.name for item, r in zip(items, results, strict=True) for _ in r.positions],
         positions=[pos for r in results for pos in r.positions],
     )
+    if results and all(r.patch_novelty is not None for r in results):  # the novelty guard's share is monitored
+        frame[NOVELTY_COLUMN] = np.concatenate([r.patch_novelty for r in results if r.patch_novelty is not None])
+        frame[NOVEL_COLUMN] = np.concatenate([r.novel for r in results if r.novel is not None])
+    return frame
 
 
 def _write_decisions(decisions: pd.DataFrame, out: Path) -> tuple[Path, Path]:

@@ -206,6 +206,12 @@ class MonitoringSettings(_Section):
         0.5, gt=0.0, description="Per-column threshold of drift_method (wasserstein: reference std units)"
     )
     window_days: int = Field(7, ge=1, description="Days of patch log `steelqc monitor` reads by default")
+    novel_share_rise: float = Field(
+        2.0,
+        gt=1.0,
+        description="Novelty guard: a day whose share of novel patches is provably (95%) above this many times "
+        "the reference's share is drift",
+    )
     trigger_retrain: bool = False
     image_tail: float = Field(
         0.005,
@@ -217,6 +223,31 @@ class MonitoringSettings(_Section):
         0.5, gt=0.0, le=1.0, description="One image is unlike the training data when this share of its patches is "
         "unusual in some feature",
     )
+
+
+class NoveltySettings(_Section):
+    """Novel-defect guard: nearest-neighbour novelty against clean training patches, calibrated on validation."""
+
+    enabled: bool = Field(False, description="Build the bank at training; a model logged with one applies it")
+    layer: Literal["pool", "embedding"] = Field(
+        "pool",
+        description="pool: the backbone's pooled features (generic appearance); embedding: the 64-unit head "
+        "layer monitoring logs (trained to separate known defects, so weaker for unseen ones; exports have it)",
+    )
+    bank_size: int = Field(1000, ge=1, description="Bank entries kept from the clean training patches")
+    source_patches: int = Field(5000, ge=1, description="Clean training patches embedded before subsampling")
+    subsample: Literal["coreset", "random"] = Field("coreset", description="Greedy k-centre coreset or random")
+    k: int = Field(1, ge=1, description="Novelty = mean distance to the k nearest bank entries")
+    max_clean_hold_rate: float = Field(
+        0.03, gt=0.0, lt=1.0, description="False-alarm budget: share of clean images the guard may HOLD"
+    )
+    confidence: float | None = Field(0.95, gt=0.0, lt=1.0, description="Clopper-Pearson level of that budget")
+    prove_budget: bool = Field(
+        False,
+        description="Threshold where the budget's upper bound (not the observed rate) is met: fewer false alarms, "
+        "but with ~100 clean validation images it is their highest score and the guard catches less",
+    )
+    seed: int = 0
 
 
 class AppSettings(_Section):
@@ -253,6 +284,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = TrackingSettings()
     gate: GateSettings = GateSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    novelty: NoveltySettings = NoveltySettings()
     app: AppSettings = AppSettings()
 
     @model_validator(mode="after")
@@ -262,6 +294,8 @@ class Settings(BaseSettings):
                 strip_cell(self.model, self.patches)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
+            if self.novelty.enabled:  # the bank and its threshold are calibrated on patch-mode features
+                raise ValueError("inference.mode=strip cannot be combined with novelty.enabled (patch-mode features)")
         return self
 
     @field_validator("state_dir")

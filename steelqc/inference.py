@@ -10,8 +10,8 @@ exactly what it saw in evaluation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import cv2
 import numpy as np
@@ -23,6 +23,9 @@ from steelqc.model import preprocess_patches
 from steelqc.patches import PadMode, extract_patches
 from steelqc.strip import StripModel, keras_strip_model, score_strips
 from steelqc.thresholds import Thresholds, decide, image_decision
+
+if TYPE_CHECKING:
+    from steelqc.novelty import NoveltyGuard
 
 
 class BatchPredictor(Protocol):
@@ -51,6 +54,9 @@ class ImageResult:
     positions: list[tuple[int, int]]
     patch_decisions: np.ndarray  # "PASS" | "HOLD" | "FAIL" per patch
     embeddings: np.ndarray | None = None  # (N, E) in strip mode, where the head computes them anyway
+    patch_novelty: np.ndarray | None = None  # novelty per patch, when the model carries a novelty guard
+    novel: np.ndarray | None = None  # patches above the novelty threshold
+    reason: str = ""  # "novel pattern" when a patch is novel
 
 
 class Inspector:
@@ -73,12 +79,16 @@ class Inspector:
         batch_size: int = 64,
         mode: InferenceMode = PATCHES,
         strips_per_call: int = 4,
+        novelty: NoveltyGuard | None = None,
     ) -> None:
         if mode not in (PATCHES, STRIP):
             raise ValueError(f"inference mode must be {PATCHES} or {STRIP}, got {mode!r}")
         if isinstance(model, StripModel) and mode != STRIP:
             raise ValueError("a strip-mode export scores whole strips: its Inspector needs mode='strip'")
+        if novelty is not None and mode == STRIP:  # its bank and threshold were calibrated on patch-mode features
+            raise ValueError("the novelty guard is calibrated on patch-mode features: it cannot guard strip mode")
         self.model = model
+        self.novelty = novelty
         self.thresholds = thresholds
         self.patch_size = patch_size
         self.stride = stride
@@ -137,13 +147,31 @@ class Inspector:
         return [self._result(s.scores, s.positions, s.embeddings) for s in scored]
 
     def _decide(self, per_image: list[tuple[np.ndarray, list[tuple[int, int]]]]) -> list[ImageResult]:
-        all_scores = self.score_patches(np.concatenate([patches for patches, _ in per_image]))
+        batch = np.concatenate([patches for patches, _ in per_image])
+        if self.novelty is None:
+            all_scores, all_novelty = self.score_patches(batch), None
+        else:
+            all_scores, all_novelty = self.novelty.scores_and_novelty(self.model, batch, self.batch_size)
         results: list[ImageResult] = []
         start = 0
         for patches, positions in per_image:
             results.append(self._result(all_scores[start : start + len(patches)], positions))
             start += len(patches)
-        return results
+        return results if all_novelty is None else self._guarded(results, all_novelty)
+
+    def _guarded(self, results: list[ImageResult], novelty: np.ndarray) -> list[ImageResult]:
+        """``results`` with every novel patch at least HOLD and the reason ``novel pattern`` (novelty: patch order)."""
+        from steelqc.novelty import NOVEL_PATTERN, guard_decisions
+
+        assert self.novelty is not None
+        guarded, start = [], 0
+        for result in results:
+            mine, start = novelty[start : start + len(result.positions)], start + len(result.positions)
+            decisions, novel = guard_decisions(result.patch_decisions, mine, self.novelty.threshold)
+            reason = NOVEL_PATTERN if novel.any() else ""
+            guarded.append(replace(result, decision=image_decision(decisions), patch_decisions=decisions,
+                                   patch_novelty=mine, novel=novel, reason=reason))  # fmt: skip
+        return guarded
 
     def _result(
         self, scores: np.ndarray, positions: Sequence[tuple[int, int]], embeddings: np.ndarray | None = None

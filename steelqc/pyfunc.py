@@ -23,10 +23,17 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, get_model_info
 from mlflow.models.model import MODEL_CONFIG, ModelInfo
 from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.types import Schema
 
 import steelqc
 from steelqc.config import PATCHES, InferenceMode, PatchSettings
-from steelqc.pyfunc_io import OUTPUT_SIGNATURE, images_from_model_input, results_frame, serving_errors
+from steelqc.pyfunc_io import (
+    NOVELTY_SIGNATURE,
+    OUTPUT_SIGNATURE,
+    images_from_model_input,
+    results_frame,
+    serving_errors,
+)
 from steelqc.registry import registered_version
 from steelqc.runtimes import AUTO, EXPORTS_DIR, KERAS, ExportedModel, choose_runtime
 from steelqc.strip import StripModel
@@ -35,6 +42,7 @@ from steelqc.thresholds import Thresholds
 # steelqc.inference brings TensorFlow: it is imported where a model is built or loaded.
 if TYPE_CHECKING:
     from steelqc.inference import Inspector
+    from steelqc.novelty import NoveltyBank
 
 MODEL_NAME_IN_RUN = "model"
 RUNTIME_CONFIG_KEY = "runtime"
@@ -81,11 +89,17 @@ class SteelQCModel(PythonModel):
         requested = (context.model_config or {}).get(RUNTIME_CONFIG_KEY, KERAS)
         mode = json.loads(Path(context.artifacts["geometry"]).read_text()).get("mode", PATCHES)
         exported, self.runtime_note = choose_runtime(keras_path.parent / EXPORTS_DIR, requested, mode)
+        from steelqc.novelty import NOVELTY_ARTIFACT, novelty_runs_on_export
+
+        bank_path = context.artifacts.get(NOVELTY_ARTIFACT)  # absent for a model logged without a bank
+        if exported is not None and bank_path is not None and not novelty_runs_on_export(bank_path):
+            exported, self.runtime_note = None, "the novelty bank needs a layer exports lack: scoring with Keras"
         if self.runtime_note:
             logging.getLogger(__name__).warning(self.runtime_note)
         self.runtime = exported.runtime if exported is not None else KERAS
         self.inspector = inspector_from_files(
-            keras_path, context.artifacts["thresholds"], context.artifacts["geometry"], exported=exported
+            keras_path, context.artifacts["thresholds"], context.artifacts["geometry"], exported=exported,
+            novelty_bank=bank_path,
         )
 
     # ``pd.DataFrame`` is one of the hints MLflow infers no schema from and never validates or converts
@@ -104,8 +118,10 @@ def inspector_from_files(
     geometry_path: str | Path,
     *,
     exported: ExportedModel | StripModel | None = None,
+    novelty_bank: str | Path | None = None,
 ) -> Inspector:
-    """Rebuild the Inspector from the three artefacts of a logged model; ``exported`` scores in Keras' place.
+    """Rebuild the Inspector from the artefacts of a logged model; ``exported`` scores in Keras' place, and a
+    ``novelty_bank`` (:mod:`steelqc.novelty`) guards its decisions.
 
     A model logged before strip mode has no ``mode`` in its geometry: it scores in patch mode, as it was evaluated.
     """
@@ -116,8 +132,11 @@ def inspector_from_files(
     model = exported if exported is not None else keras.saving.load_model(keras_path, compile=False)
     thresholds = Thresholds.from_dict(json.loads(Path(thresholds_path).read_text()))
     geometry = json.loads(Path(geometry_path).read_text())
+    from steelqc.novelty import NoveltyBank, NoveltyGuard
+
+    guard = NoveltyGuard(NoveltyBank.load(novelty_bank)) if novelty_bank is not None else None
     return Inspector(model, thresholds, geometry["patch_size"], geometry["stride"], geometry["pad_mode"],
-                     mode=geometry.get("mode", PATCHES))  # fmt: skip
+                     novelty=guard, mode=geometry.get("mode", PATCHES))  # fmt: skip
 
 
 def pip_requirements() -> list[str]:
@@ -137,15 +156,18 @@ def log_pyfunc_model(
     patches: PatchSettings,
     example_image: np.ndarray,
     mode: InferenceMode = PATCHES,
+    novelty_bank: NoveltyBank | None = None,
 ) -> ModelInfo:
     """Log the Keras model + thresholds + geometry (with the inference ``mode``) as the ``model`` pyfunc of the
     active run.
 
     The signature names the outputs only: inputs are deliberately polymorphic (bytes, base64, arrays),
     which a column or tensor input schema would reject. steelqc's code travels with the model
-    (``code_paths``) so a serving environment needs only the pinned packages.
+    (``code_paths``) so a serving environment needs only the pinned packages. A ``novelty_bank`` travels as
+    one more artefact and is loaded with the model; its outputs gain the novelty columns.
     """
     from steelqc.data.images import encode_png
+    from steelqc.novelty import BANK_FILE, NOVELTY_ARTIFACT
 
     with tempfile.TemporaryDirectory(prefix="steelqc-model-") as tmp:
         keras_path = Path(tmp) / "model.keras"
@@ -154,16 +176,17 @@ def log_pyfunc_model(
         thresholds_path.write_text(json.dumps(thresholds.to_dict(), indent=2))
         geometry_path = Path(tmp) / "geometry.json"
         geometry_path.write_text(json.dumps(geometry_of(patches, mode), indent=2))
+        artifacts = {"keras_model": str(keras_path), "thresholds": str(thresholds_path), "geometry": str(geometry_path)}
+        outputs = OUTPUT_SIGNATURE
+        if novelty_bank is not None:
+            artifacts[NOVELTY_ARTIFACT] = str(novelty_bank.save(Path(tmp) / BANK_FILE))
+            outputs = Schema([*OUTPUT_SIGNATURE.inputs, *NOVELTY_SIGNATURE])
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             python_model=SteelQCModel(),
-            artifacts={
-                "keras_model": str(keras_path),
-                "thresholds": str(thresholds_path),
-                "geometry": str(geometry_path),
-            },
+            artifacts=artifacts,
             code_paths=[str(Path(steelqc.__file__).parent)],
-            signature=ModelSignature(inputs=None, outputs=OUTPUT_SIGNATURE),
+            signature=ModelSignature(inputs=None, outputs=outputs),
             input_example=pd.DataFrame({"image": [encode_png(example_image)]}),
             pip_requirements=pip_requirements(),
             model_config={RUNTIME_CONFIG_KEY: AUTO},  # logged, so load_model(model_config=...) may override it

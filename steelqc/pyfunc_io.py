@@ -76,10 +76,29 @@ def _item_bytes_or_array(item: Any, i: int) -> bytes | np.ndarray:
 
 
 RESULT_COLUMNS = tuple(spec.name for spec in OUTPUT_SIGNATURE.inputs)
+# Output columns of a model that carries a novelty guard (steelqc.novelty), after RESULT_COLUMNS.
+NOVELTY_SIGNATURE = [ColSpec("double", "max_novelty"), ColSpec("string", "reason")]
+NOVELTY_COLUMNS = tuple(spec.name for spec in NOVELTY_SIGNATURE)
 
 
 def result_record(result: ImageResult) -> dict[str, Any]:
-    """One image's output row (:data:`RESULT_COLUMNS`); plain dict so per-image callers build no DataFrame."""
+    """One image's output row (:data:`RESULT_COLUMNS`, + :data:`NOVELTY_COLUMNS` and per-patch novelty when the
+    model carries a novelty guard); plain dict so per-image callers build no DataFrame."""
+    if result.patch_novelty is not None:
+        return _with_novelty(_classifier_record(result), result)
+    return _classifier_record(result)
+
+
+def _with_novelty(record: dict[str, Any], result: ImageResult) -> dict[str, Any]:
+    assert result.patch_novelty is not None and result.novel is not None
+    patches = json.loads(record["patch_scores"])
+    for patch, novelty, novel in zip(patches, result.patch_novelty, result.novel, strict=True):
+        patch.update(novelty=round(float(novelty), 6), novel=bool(novel))
+    return {**record, "patch_scores": json.dumps(patches), "max_novelty": float(np.max(result.patch_novelty)),
+            "reason": result.reason}  # fmt: skip
+
+
+def _classifier_record(result: ImageResult) -> dict[str, Any]:
     return {
         "decision": result.decision,
         "worst_score": result.worst_score,
@@ -96,7 +115,9 @@ def result_record(result: ImageResult) -> dict[str, Any]:
 
 def results_frame(results: Sequence[ImageResult]) -> pd.DataFrame:
     """One row per image: decision, worst score and patch, and every patch's score as JSON."""
-    return pd.DataFrame([result_record(r) for r in results], columns=list(RESULT_COLUMNS))
+    guarded = any(r.patch_novelty is not None for r in results)
+    columns = [*RESULT_COLUMNS, *NOVELTY_COLUMNS] if guarded else list(RESULT_COLUMNS)
+    return pd.DataFrame([result_record(r) for r in results], columns=columns)
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from steelqc.data.dataset import Dataset
 from steelqc.evaluation import EvaluationReport, evaluate
 from steelqc.inference import Inspector
 from steelqc.monitoring import log_reference
+from steelqc.novelty import NoveltyBank, fit_guard
 from steelqc.patches import build_patch_index, write_index
 from steelqc.pyfunc import load_inspector, log_pyfunc_model
 from steelqc.registry import register_version, version_tags
@@ -198,19 +199,46 @@ def log_and_register(
     index: pd.DataFrame,
     settings: Settings,
 ) -> tuple[str, ModelVersion]:
-    """Log the evaluation, the drift reference set and the pyfunc on the active run; register a new version.
+    """Log the evaluation, the drift reference set, the novelty bank (``novelty.enabled``) and the pyfunc on the
+    active run; register a new version.
 
     The reference set (patch features and reduced embeddings of the validation patches) travels with
     the version, so drift monitoring compares production against what *this* model was chosen on.
     """
     log_evaluation(report.metrics, report.to_json(), list(report.plots.values()))
-    log_reference(model, dataset, index, settings.patches)
+    bank = log_novelty_bank(model, dataset, index, settings) if settings.novelty.enabled else None
+    log_reference(model, dataset, index, settings.patches, novelty=bank)
     example = dataset.load_image(str(split_rows(index, "test")["image_id"].iloc[0]))
-    info = log_pyfunc_model(model, thresholds, settings.patches, example, settings.inference.mode)
-    version = register_version(
-        info.model_uri, settings.tracking.registered_model, version_tags(report.metrics, thresholds, data_hash)
-    )
+    info = log_pyfunc_model(model, thresholds, settings.patches, example, settings.inference.mode, novelty_bank=bank)
+    tags = version_tags(report.metrics, thresholds, data_hash) | (novelty_tags(bank) if bank is not None else {})
+    version = register_version(info.model_uri, settings.tracking.registered_model, tags)
     return info.model_uri, version
+
+
+def log_novelty_bank(model: Any, dataset: Dataset, index: pd.DataFrame, settings: Settings) -> NoveltyBank:
+    """Fit the novelty guard (bank of clean training patches, threshold on clean validation images) and record
+    its size, build time and calibration on the active run (``novelty.*`` metrics, ``novelty/summary.json``).
+
+    The bank itself travels inside the logged pyfunc (:func:`~steelqc.pyfunc.log_pyfunc_model`).
+    """
+    bank = fit_guard(model, dataset, index, settings.patches, settings.novelty)
+    summary = bank.summary()
+    numeric = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    mlflow.log_metrics({f"novelty.{key}": value for key, value in numeric.items()})
+    assert bank.calibration is not None
+    mlflow.set_tags({"novelty.bound_met": str(bank.calibration.bound_met), "novelty.note": bank.calibration.note})
+    mlflow.log_dict(summary, "novelty/summary.json")
+    return bank
+
+
+def novelty_tags(bank: NoveltyBank) -> dict[str, str]:
+    """Version tags of the novelty guard: its threshold, clean HOLD-rate bound and bank size."""
+    assert bank.calibration is not None
+    return {
+        "novelty_threshold": f"{bank.calibration.threshold:.6f}",
+        "novelty_hold_bound": f"{bank.calibration.hold_rate_bound:.6f}",
+        "novelty_bank_size": str(len(bank)),
+    }
 
 
 def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | None = None) -> TrainJobResult:

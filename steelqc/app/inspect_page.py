@@ -192,6 +192,7 @@ def render_result(item: Inspected, inspector: Inspector, version: str) -> None:
         render_banner(result.decision, reason_of(result, inspector))
     with check_col:
         render_training_check(item.drift, version)
+    _novelty_note(result, inspector)
     y, x = result.worst_patch
     score_col, rule_col = st.columns([1, 3])
     score_col.metric("Worst patch score", f"{result.worst_score:.3f}")
@@ -209,7 +210,10 @@ def render_result(item: Inspected, inspector: Inspector, version: str) -> None:
         caption="score of each patch, coloured by the decision it alone would get", width="stretch",
     )
     with st.expander(f"Patch table ({len(result.positions)} patches of {inspector.patch_size} px)"):
-        st.dataframe(patch_table(result.positions, result.patch_scores, result.patch_decisions), hide_index=True)
+        table = patch_table(result.positions, result.patch_scores, result.patch_decisions)
+        if result.patch_novelty is not None and result.novel is not None:  # the novelty guard's evidence
+            table["novelty"], table["novel"] = result.patch_novelty, result.novel
+        st.dataframe(table, hide_index=True)
 
 
 def render_batch(inspected: list[Inspected], inspector: Inspector, version: str) -> None:
@@ -226,6 +230,19 @@ def render_batch(inspected: list[Inspected], inspector: Inspector, version: str)
     decided.sort(key=lambda item: -item.result.worst_score if item.result else 0.0)
     name = st.selectbox("Show image", [item.name for item in decided])
     render_result(next(item for item in decided if item.name == name), inspector, version)
+
+
+def _novelty_note(result: ImageResult, inspector: Inspector) -> None:
+    """The novelty guard's evidence beside the classifier's score, when the model carries a guard and it fired."""
+    if inspector.novelty is None or result.patch_novelty is None or result.novel is None or not result.novel.any():
+        return
+    y, x = result.positions[int(np.argmax(result.patch_novelty))]
+    st.warning(
+        f"**Novel pattern** at y={y}, x={x}: unlike every clean training patch (novelty "
+        f"{float(np.max(result.patch_novelty)):.3f} > {inspector.novelty.threshold:.3f}), so at least HOLD whatever "
+        f"the classifier says (worst score {result.worst_score:.3f}); novel patches are marked in the patch table.",
+        icon=":material/help:",
+    )
 
 
 def render_inspect_page(settings: Settings) -> None:

@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from steelqc.config import MonitoringSettings
 from steelqc.monitoring.features import FEATURE_COLUMNS, SCORE_COLUMN, MonitoringDataError, embedding_columns
+from steelqc.novelty import novelty_rise_reasons
 
 EMBEDDINGS_NAME = "embedding"
 # Embeddings drift when more than this share of their PCA components drifted (Evidently's ratio default).
@@ -37,6 +38,7 @@ class DriftResult:
     html_path: Path
     json_path: Path
     reasons: list[str] = field(default_factory=list)  # why drift was declared; empty when it was not
+    novel_share_by_day: dict[str, float] = field(default_factory=dict)  # novelty guard: share of novel patches
     notes: list[str] = field(default_factory=list)  # caveats, e.g. embeddings not compared
 
     def summary(self) -> dict[str, object]:
@@ -55,6 +57,8 @@ class DriftResult:
             "n_current": float(self.n_current),
         }
         metrics.update({f"drift_score_{k}": v for k, v in self.feature_scores.items()})
+        if self.novel_share_by_day:
+            metrics["novel_share_max_day"] = max(self.novel_share_by_day.values())
         if self.embedding_drift_score is not None:
             metrics["embedding_drift_score"] = self.embedding_drift_score
             metrics["embedding_drift"] = float(bool(self.embedding_drift))
@@ -129,6 +133,9 @@ def drift_report(
     snapshot.save_html(str(html_path))
     result = _summarise(snapshot.dict(), settings.drift_share, len(reference), len(current), html_path, json_path)
     result.notes = notes
+    result.novel_share_by_day, novelty_reasons = novelty_rise_reasons(reference, current, settings.novel_share_rise)
+    result.reasons += novelty_reasons
+    result.drift_detected = result.drift_detected or bool(novelty_reasons)
     json_path.write_text(json.dumps(result.summary(), indent=2))
     return result
 

@@ -149,6 +149,7 @@ class EmbeddingRecorder:
 
         from steelqc.model import EMBEDDING_LAYER
 
+        self.model = model
         if isinstance(model, ExportedModel):  # an exported graph already has both outputs
             self._predict_both = model.predict_both
         else:
@@ -160,6 +161,10 @@ class EmbeddingRecorder:
         scores, embeddings = self._predict_both(x)
         self._embeddings.append(np.asarray(embeddings))
         return np.asarray(scores)
+
+    def record(self, embeddings: np.ndarray) -> None:
+        """Keep embeddings computed by another recorder of the same pass (the novelty guard's)."""
+        self._embeddings.append(np.asarray(embeddings))
 
     def take(self) -> np.ndarray:
         """The embeddings recorded since the last call, in patch order."""

@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.decomposition import PCA
 
 from steelqc.monitoring.features import (
+    EmbeddingRecorder,
     MonitoringDataError,
     fit_embedding_reducer,
     load_embedding_reducer,
@@ -18,6 +19,7 @@ from steelqc.monitoring.features import (
     save_embedding_reducer,
     scores_and_embeddings,
 )
+from steelqc.novelty import NOVEL_COLUMN, NOVELTY_COLUMN, NoveltyBank, NoveltyGuard
 
 if TYPE_CHECKING:
     import keras
@@ -31,12 +33,26 @@ MONITORING_ARTIFACT_DIR = "monitoring"  # artefact folder of the registered mode
 
 
 def build_reference(
-    model: keras.Model, patches: np.ndarray, *, n_components: int = 8, batch_size: int = 64
+    model: keras.Model,
+    patches: np.ndarray,
+    *,
+    n_components: int = 8,
+    batch_size: int = 64,
+    novelty: NoveltyBank | None = None,
 ) -> tuple[pd.DataFrame, PCA]:
-    """The reference set of a model version from its validation patches, with the PCA fitted on them."""
-    scores, embeddings = scores_and_embeddings(model, patches, batch_size=batch_size)
+    """The reference set of a model version from its validation patches, with the PCA fitted on them; with a
+    ``novelty`` bank also each patch's novelty and flag (the baseline of the novel share), from the same pass."""
+    if novelty is None:
+        scores, embeddings = scores_and_embeddings(model, patches, batch_size=batch_size)
+    else:
+        recorder = EmbeddingRecorder(model)
+        scores, patch_novelty = NoveltyGuard(novelty).scores_and_novelty(recorder, patches, batch_size)
+        embeddings = recorder.take()
     reducer = fit_embedding_reducer(embeddings, n_components)
-    return patch_frame(patch_features(patches), scores, embeddings=embeddings, reducer=reducer), reducer
+    frame = patch_frame(patch_features(patches), scores, embeddings=embeddings, reducer=reducer)
+    if novelty is not None:
+        frame[NOVELTY_COLUMN], frame[NOVEL_COLUMN] = patch_novelty, patch_novelty > novelty.threshold
+    return frame, reducer
 
 
 def save_reference(reference: pd.DataFrame, reducer: PCA | None, out_dir: str | Path) -> Path:
@@ -93,6 +109,7 @@ def log_reference(
     *,
     max_patches: int = 2000,
     n_components: int = 8,
+    novelty: NoveltyBank | None = None,
 ) -> pd.DataFrame:
     """Build the reference set on the validation patches and log it to the *active* MLflow run.
 
@@ -103,9 +120,8 @@ def log_reference(
 
     import mlflow
 
-    reference, reducer = build_reference(
-        model, reference_patches(dataset, index, patch_settings, max_patches=max_patches), n_components=n_components
-    )
+    patches = reference_patches(dataset, index, patch_settings, max_patches=max_patches)
+    reference, reducer = build_reference(model, patches, n_components=n_components, novelty=novelty)
     with tempfile.TemporaryDirectory(prefix="steelqc-reference-") as tmp:
         mlflow.log_artifacts(str(save_reference(reference, reducer, tmp)), MONITORING_ARTIFACT_DIR)
     return reference

@@ -125,3 +125,39 @@ def test_embeddings_alone_can_flag_drift(reference: pd.DataFrame, tmp_path: Path
     assert moved.drift_detected and moved.drifted_columns == []
     assert moved.embedding_drift is True and moved.embedding_drift_score == pytest.approx(3 / 8)
     assert "embedding components drifted" in moved.reasons[0]
+
+
+def _with_novel(frame: pd.DataFrame, share: float, days: list[str], seed: int) -> pd.DataFrame:
+    """``frame`` with a novelty guard's flag on ``share`` of its patches, logged over ``days``."""
+    rng = np.random.default_rng(seed)
+    logged_at = pd.to_datetime([days[i % len(days)] for i in range(len(frame))], utc=True)
+    return frame.assign(novel=rng.random(len(frame)) < share, logged_at=logged_at)
+
+
+def test_a_rise_of_novel_patches_is_a_drift_reason_for_its_day(reference: pd.DataFrame) -> None:
+    from steelqc.novelty import novelty_rise_reasons
+
+    base = _with_novel(reference, 0.03, ["2026-12-01"], seed=1)
+    calm = _with_novel(production_batch(12, 30), 0.03, ["2026-12-03", "2026-12-04"], seed=2)
+    shares, reasons = novelty_rise_reasons(base, calm, 2.0)
+    assert reasons == [] and set(shares) == {"2026-12-03", "2026-12-04"}
+
+    risen = pd.concat([calm, _with_novel(production_batch(13, 30), 0.4, ["2026-12-04"], seed=3)])
+    shares, reasons = novelty_rise_reasons(base, risen, 2.0)
+    assert len(reasons) == 1 and "on 2026-12-04" in reasons[0] and shares["2026-12-04"] > 0.15
+
+
+def test_drift_report_carries_the_novel_share_and_its_reason(reference: pd.DataFrame, tmp_path: Path) -> None:
+    base = _with_novel(reference, 0.03, ["2026-12-01"], seed=1)
+    risen = _with_novel(production_batch(12, 30), 0.4, ["2026-12-04"], seed=3)
+    result = drift_report(base, risen, tmp_path, MonitoringSettings())
+    assert result.drift_detected and any(r.startswith("novel patches rose") for r in result.reasons)
+    assert result.metrics()["novel_share_max_day"] == result.novel_share_by_day["2026-12-04"] > 0.15
+    assert json.loads(result.json_path.read_text())["novel_share_by_day"] == result.novel_share_by_day
+
+
+def test_novel_share_is_not_judged_without_a_guard(reference: pd.DataFrame) -> None:
+    from steelqc.novelty import novelty_rise_reasons
+
+    current = _with_novel(production_batch(12, 10), 0.9, ["2026-12-03"], seed=4)
+    assert novelty_rise_reasons(reference, current, 2.0) == ({}, [])
