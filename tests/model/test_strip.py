@@ -106,3 +106,13 @@ def test_strip_mode_refuses_settings_off_the_backbones_grid() -> None:
     with pytest.raises(ConfigError, match="inference.mode=strip needs patches.size .* 36.5714 px"):
         load_settings("real", {"inference.mode": "strip"})  # 224-px input for 256-px patches
     assert load_settings("demo", {"inference.mode": "strip"}).inference.mode == "strip"  # 128 for 256: 32-px cells
+
+
+def test_strip_mode_refuses_the_patch_mode_novelty_guard(model: keras.Model) -> None:
+    with pytest.raises(ConfigError, match="cannot be combined with novelty.enabled"):
+        load_settings("demo", {"inference.mode": "strip", "novelty.enabled": True})
+    from steelqc.novelty import NoveltyGuard
+
+    with pytest.raises(ValueError, match="calibrated on patch-mode features"):
+        Inspector(model, Thresholds(0.4, 0.7, 1, 1, 1, 0.5, 1, 1, True, "t"), PATCH, STRIDE, "reflect",
+                  mode="strip", novelty=NoveltyGuard.__new__(NoveltyGuard))  # fmt: skip
