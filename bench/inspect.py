@@ -1,17 +1,21 @@
-"""Strips/s of batch inspection end to end (read + decode → patches → model → decisions → CSV/JSON/overlays)
-beside (a) the bare batched forward pass of the same model on pre-made patch tensors and (b) the seed
-system's loop, which decodes an image and calls ``model.predict`` on its patches, one image at a time —
-for the Keras model and for each exported runtime (``steelqc.runtimes``: OpenVINO, ONNX Runtime) of it.
+"""Strips/s of inspection in both inference modes and on every runtime, against the seed system's loop.
 
-Targets: end to end ≥ 0.9 × its runtime's (a) and ≥ 1.5 × (b); the best runtime's forward ≥ 2.5 × Keras'
-(issue 14). All rates come from the same run on the same generated JPEG strips (256×1600, 256 px patches at
-stride 128: 12 per image), best of ``--repeats`` alternating rounds after a warm-up round; the load average
-is printed beside them because the machine is shared. The model has random weights (speed does not depend on
-them); thresholds are set so about a fifth of images get overlays.
+Arms, all timed in one run on the same generated JPEG strips (256×1600; 256-px patches at stride 128, 12 per
+strip), alternating within every round so a change in the shared machine's load hits every arm alike:
+
+- (b) the seed system's loop: decode one image, ``model.predict`` its patches, decide; one image at a time;
+- (a) the bare forward pass of each runtime × mode on ready tensors (patches: the 12 patches of each strip,
+  64 per call; strip: the whole strips, ``--strips-per-call`` per call, feature maps only);
+- end to end, ``inspect_batch`` (read + decode on threads → score → decide → CSV/JSON/overlays) per runtime × mode.
+
+Targets (issue 14): strip mode (Keras, end to end) ≥ 2.5 × (b); the best exported runtime's forward ≥ 2.5 × Keras'
+forward in the same mode; strip mode on the best runtime end to end ≥ 5 × (b) and ≥ 0.9 × its own (a). Rates are
+the best round of ``--rounds`` after a warm-up round (the median beside it); the load average is printed with
+them. The model has random weights (speed does not depend on them); thresholds are set so about a fifth of the
+images get overlays.
 
     .venv/bin/python bench/inspect.py [--images 24] [--backbone efficientnet_lite0|small_cnn|efficientnetb0]
-        [--input-size N] [--runtimes keras,openvino,onnx] [--workers 2] [--batch-images 8] [--repeats 2]
-        [--with-log]
+        [--runtimes keras,onnx,openvino] [--modes patches,strip] [--workers 2] [--batch-images 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sys
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import argparse  # noqa: E402
+import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
@@ -32,35 +37,34 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from steelqc.batch_inspection import inspect_batch  # noqa: E402
-from steelqc.config import ModelSettings, PatchSettings  # noqa: E402
+from steelqc.config import PATCHES, STRIP, ModelSettings, PatchSettings  # noqa: E402
 from steelqc.data.images import encode_jpeg, read_image  # noqa: E402
 from steelqc.data.synth import generate_strip  # noqa: E402
 from steelqc.inference import Inspector  # noqa: E402
 from steelqc.model import build_model, preprocess_patches  # noqa: E402
-from steelqc.monitoring import PatchLog, build_reference  # noqa: E402
 from steelqc.patches import extract_patches  # noqa: E402
 from steelqc.runtimes import KERAS, RUNTIMES, export_runtime, load_runtime  # noqa: E402
+from steelqc.strip import StripModel, keras_strip_model, pad_strip, strip_layout  # noqa: E402
 from steelqc.thresholds import Thresholds, decide, image_decision  # noqa: E402
 
-TARGET_VS_FORWARD = 0.9
-TARGET_VS_SEED_LOOP = 1.5
+TARGET_STRIP_VS_SEED = 2.5
 TARGET_RUNTIME_VS_KERAS = 2.5
+TARGET_BEST_STRIP_VS_SEED = 5.0
+TARGET_VS_FORWARD = 0.9
 
 
-def alternating_rates(images: int, rounds: int, runs: Sequence[Callable[[], object]]) -> list[float]:
-    """Images/s of each run, the best of ``rounds`` rounds that call every run once in turn.
-
-    An extra first round warms up (graph tracing, compilation) and is not counted; alternating means a
-    change in the shared machine's load hits every run alike instead of whichever was timed then.
-    """
-    best = [float("inf")] * len(runs)
+def alternating_times(rounds: int, runs: Sequence[Callable[[], object]]) -> list[list[float]]:
+    """Seconds of each run in each counted round; every round calls every run once, in turn, after one
+    uncounted warm-up round (graph tracing, compilation)."""
+    times: list[list[float]] = [[] for _ in runs]
     for counted in [False] + [True] * rounds:
         for i, run in enumerate(runs):
             started = time.perf_counter()
             run()
             if counted:
-                best[i] = min(best[i], time.perf_counter() - started)
-    return [images / seconds for seconds in best]
+                times[i].append(time.perf_counter() - started)
+        print(f"  round done, load average {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+    return times
 
 
 def main() -> None:
@@ -70,20 +74,24 @@ def main() -> None:
         "--backbone", choices=["small_cnn", "efficientnet_lite0", "efficientnetb0"], default="efficientnet_lite0"
     )
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated, keras first (the baseline)")
-    parser.add_argument("--input-size", type=int, default=None, help="default: 128 small_cnn, 256 EfficientNets")
+    parser.add_argument("--modes", default=f"{PATCHES},{STRIP}")
+    parser.add_argument("--input-size", type=int, default=None, help="default: the patch size (256)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-images", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=64, help="patches per model call")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--with-log", action="store_true", help="also time inspection with the patch log")
+    parser.add_argument("--batch-size", type=int, default=64, help="patches per model call (patch mode)")
+    parser.add_argument("--strips-per-call", type=int, default=4, help="strips per backbone call (strip mode)")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     runtimes = [name.strip() for name in args.runtimes.split(",")]
+    modes = [mode.strip() for mode in args.modes.split(",")]
     if runtimes[0] != KERAS or not set(runtimes) <= set(RUNTIMES):
         parser.error(f"--runtimes: keras first, then any of {', '.join(RUNTIMES[1:])}")
-    load_before = os.getloadavg()[0]
+    if not set(modes) <= {PATCHES, STRIP}:
+        parser.error("--modes: patches and/or strip")
+    load_before = os.getloadavg()
 
     patch = PatchSettings()
-    input_size = args.input_size or (128 if args.backbone == "small_cnn" else 256)
+    input_size = args.input_size or patch.size
     model = build_model(ModelSettings(backbone=args.backbone, weights="none", input_size=input_size), patch.size)
 
     with tempfile.TemporaryDirectory(prefix="steelqc-bench-inspect-") as tmp:
@@ -96,28 +104,36 @@ def main() -> None:
         files = sorted(folder.iterdir())
         pixels = [read_image(p) for p in files]
         patches = np.concatenate([extract_patches(p, patch.size, patch.stride, patch.pad_mode)[0] for p in pixels])
-        tensors = preprocess_patches(patches)
+        patch_tensors = preprocess_patches(patches)
 
-        scorers = {
-            KERAS: model,
-            **{name: load_runtime(export_runtime(model, name, Path(tmp) / name)) for name in runtimes[1:]},
-        }
+        scores = np.concatenate([np.asarray(model.predict_on_batch(patch_tensors[i : i + 256])).ravel()
+                                 for i in range(0, len(patch_tensors), 256)])  # fmt: skip
+        thresholds = Thresholds(float(np.quantile(scores, 0.98)), float(np.quantile(scores, 0.995)),
+                                1.0, 1.0, 1.0, 0.5, 1, 1, True, "bench")  # fmt: skip
 
-        def forward(scorer: object) -> Callable[[], None]:  # (a) the model alone on ready tensors, same batch size
+        scorers: dict[tuple[str, str], object] = {}
+        for mode in modes:
+            scorers[(KERAS, mode)] = model if mode == PATCHES else keras_strip_model(model)
+            for name in runtimes[1:]:
+                exported = export_runtime(model, name, Path(tmp) / f"{name}-{mode}", mode=mode)
+                scorers[(name, mode)] = load_runtime(exported)
+        cell = next((s.cell for s in scorers.values() if isinstance(s, StripModel)), 32)
+        layout = strip_layout(*pixels[0].shape, patch.size, patch.stride, cell)
+        strip_tensors = preprocess_patches(np.stack([pad_strip(p, layout.padded, patch.pad_mode) for p in pixels]))
+
+        def forward(runtime: str, mode: str) -> Callable[[], None]:  # (a): the network alone on ready tensors
+            scorer = scorers[(runtime, mode)]
+            if mode == STRIP:
+                assert isinstance(scorer, StripModel)
+                step, tensors, call = args.strips_per_call, strip_tensors, scorer.feature_maps
+            else:
+                step, tensors, call = args.batch_size, patch_tensors, scorer.predict_on_batch  # type: ignore[attr-defined]
+
             def run() -> None:
-                for start in range(0, len(tensors), args.batch_size):
-                    scorer.predict_on_batch(tensors[start : start + args.batch_size])  # type: ignore[attr-defined]
+                for start in range(0, len(tensors), step):
+                    call(tensors[start : start + step])
 
             return run
-
-        scores = np.concatenate([np.asarray(model.predict_on_batch(tensors[i : i + 256])).ravel()
-                                 for i in range(0, len(tensors), 256)])  # fmt: skip
-        t_pass = float(np.quantile(scores, 0.98))
-        thresholds = Thresholds(t_pass, float(np.quantile(scores, 0.995)), 1.0, 1.0, 1.0, 0.5, 1, 1, True, "bench")
-        inspectors = {
-            name: Inspector(scorer, thresholds, patch.size, patch.stride, patch.pad_mode, batch_size=args.batch_size)
-            for name, scorer in scorers.items()
-        }
 
         def seed_loop() -> None:  # (b) decode, patch and predict one image at a time
             for path in files:
@@ -125,48 +141,50 @@ def main() -> None:
                 image_scores = model.predict(preprocess_patches(image_patches), verbose=0).ravel()
                 image_decision(decide(image_scores, thresholds))
 
-        def end_to_end(name: str) -> Callable[[], None]:
-            return lambda: inspect_batch(inspectors[name], folder, Path(tmp) / "out", workers=args.workers,
+        def end_to_end(runtime: str, mode: str) -> Callable[[], None]:
+            inspector = Inspector(scorers[(runtime, mode)], thresholds, patch.size, patch.stride, patch.pad_mode,  # type: ignore[arg-type]
+                                  batch_size=args.batch_size, mode=mode, strips_per_call=args.strips_per_call)  # type: ignore[arg-type]  # fmt: skip
+            return lambda: inspect_batch(inspector, folder, Path(tmp) / "out", workers=args.workers,
                                          batch_images=args.batch_images)  # fmt: skip
 
-        _, reducer = build_reference(model, patches[:64])
-
-        def end_to_end_logged() -> None:
-            inspect_batch(
-                inspectors[KERAS], folder, Path(tmp) / "out-log", workers=args.workers,
-                batch_images=args.batch_images, patch_log=PatchLog(Path(tmp) / "log"), reducer=reducer,
-            )  # fmt: skip
-
-        rows: list[tuple[str, Callable[[], object], str | None]] = [  # label, run, runtime whose forward it follows
-            *((f"(a) bare batched forward, {n}", forward(scorers[n]), None) for n in runtimes),
+        arms = [(r, m) for m in modes for r in runtimes]
+        rows: list[tuple[str, Callable[[], object], tuple[str, str] | None]] = [
             ("(b) seed loop, one image at a time", seed_loop, None),
-            *((f"    inspect_batch end to end, {n}", end_to_end(n), n) for n in runtimes),
+            *((f"(a) forward, {m}, {r}", forward(r, m), None) for r, m in arms),
+            *((f"    end to end, {m}, {r}", end_to_end(r, m), (r, m)) for r, m in arms),
         ]
-        if args.with_log:
-            rows.append(("    ... keras with the patch log", end_to_end_logged, KERAS))
-        rates = alternating_rates(args.images, args.repeats, [run for _, run, _ in rows])
+        times = alternating_times(args.rounds, [run for _, run, _ in rows])
 
-    print(f"{args.backbone}@{input_size}, {args.images} strips x {len(patches) // args.images} patches, "
-          f"batch {args.batch_size}, {args.workers} decode threads, load average {load_before:.1f} before / "
-          f"{os.getloadavg()[0]:.1f} after")  # fmt: skip
-    forward_rate = dict(zip(runtimes, rates, strict=False))
-    seed = rates[len(runtimes)]
-    print(f"{'':40}{'strips/s':>9}{'/ (b) seed':>12}{'/ keras (a)':>13}{'/ own (a)':>11}")
-    for (label, _, runtime), rate in zip(rows, rates, strict=True):
-        own = f"{rate / forward_rate[runtime]:10.2f}x" if runtime else ""
-        print(f"{label:40}{rate:9.2f}{rate / seed:11.2f}x{rate / forward_rate[KERAS]:12.2f}x{own}")
-    for n in runtimes:
-        e2e = rates[len(runtimes) + 1 + runtimes.index(n)]
-        vs_forward, vs_seed = e2e / forward_rate[n], e2e / seed
-        print(f"{n}: end to end / own (a) = {vs_forward:.2f} (target >= {TARGET_VS_FORWARD}): "
-              f"{'met' if vs_forward >= TARGET_VS_FORWARD else 'MISSED'}; end to end / (b) = {vs_seed:.2f} "
-              f"(target >= {TARGET_VS_SEED_LOOP}): "
-              f"{'met' if vs_seed >= TARGET_VS_SEED_LOOP else 'MISSED'}")  # fmt: skip
-    if len(runtimes) > 1:
-        best = max(runtimes[1:], key=forward_rate.__getitem__)
-        ratio = forward_rate[best] / forward_rate[KERAS]
-        print(f"best runtime {best}: (a) / keras (a) = {ratio:.2f} (target >= {TARGET_RUNTIME_VS_KERAS}): "
-              f"{'met' if ratio >= TARGET_RUNTIME_VS_KERAS else 'MISSED'}")  # fmt: skip
+    best = [args.images / min(t) for t in times]
+    median = [args.images / statistics.median(t) for t in times]
+    loads = f"{'/'.join(f'{x:.1f}' for x in load_before)} before, {'/'.join(f'{x:.1f}' for x in os.getloadavg())} after"
+    print(f"{args.backbone}@{input_size}, {args.images} strips 256x1600 x {len(patches) // args.images} patches, "
+          f"{args.rounds} alternating rounds + warm-up, patch batch {args.batch_size}, {args.strips_per_call} strips "
+          f"per strip-mode call, {args.workers} decode threads; load average (1/5/15 min) "
+          f"{loads}")  # fmt: skip
+    forward_rate = {arm: best[1 + i] for i, arm in enumerate(arms)}
+    seed = best[0]
+    print(f"{'':36}{'strips/s':>9}{'median':>8}{'/ (b) seed':>12}{'/ own (a)':>11}")
+    for (label, _, arm), rate, med in zip(rows, best, median, strict=True):
+        own = f"{rate / forward_rate[arm]:10.2f}x" if arm else ""
+        print(f"{label:36}{rate:9.2f}{med:8.2f}{rate / seed:11.2f}x{own}")
+
+    def verdict(value: float, target: float) -> str:
+        return f"{value:.2f} (target >= {target}): {'met' if value >= target else f'MISSED by {target - value:.2f}'}"
+
+    e2e = {arm: best[1 + len(arms) + i] for i, arm in enumerate(arms)}
+    if STRIP in modes:
+        print(f"strip mode, keras, end to end / (b) = {verdict(e2e[(KERAS, STRIP)] / seed, TARGET_STRIP_VS_SEED)}")
+    for mode in modes:
+        if len(runtimes) > 1:
+            fastest = max(runtimes[1:], key=lambda r: forward_rate[(r, mode)])
+            ratio = forward_rate[(fastest, mode)] / forward_rate[(KERAS, mode)]
+            print(f"{mode}: best runtime {fastest}: (a) / keras (a) = {verdict(ratio, TARGET_RUNTIME_VS_KERAS)}")
+    if STRIP in modes:
+        fastest = max(runtimes, key=lambda r: e2e[(r, STRIP)])
+        print(f"strip mode on {fastest}, end to end / (b) = "
+              f"{verdict(e2e[(fastest, STRIP)] / seed, TARGET_BEST_STRIP_VS_SEED)}; end to end / own (a) = "
+              f"{verdict(e2e[(fastest, STRIP)] / forward_rate[(fastest, STRIP)], TARGET_VS_FORWARD)}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.decomposition import PCA
 
 from steelqc.batch_report import write_batch_report
+from steelqc.config import PATCHES, STRIP
 from steelqc.data.errors import DataError, DatasetError
 from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, decode_image_bytes, encode_png
 from steelqc.data.storage import LocalStorage, Storage, open_storage
@@ -37,8 +38,6 @@ DECISION_COLUMNS = ("image", "decision", "worst_score", "worst_patch_y", "worst_
 #: Which model decided, with which thresholds and how, and when: the same on every row of a batch.
 PROVENANCE_COLUMNS = ("decided_at", "model_uri", "model_version", "runtime", "mode", "t_pass", "t_fail")
 OVERLAY_DIR = "overlays"
-#: How a batch was scored today: the Inspector tiles each image into patches and an image is its worst patch.
-PATCH_MODE = "patches"
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,6 @@ class DecidedBy:
     model_uri: str
     model_version: str | None = None
     runtime: str = "keras"
-    mode: str = PATCH_MODE
     card: Mapping[str, str] = field(default_factory=dict)  # the registered version's tags (metrics, lineage)
 
 
@@ -179,6 +177,7 @@ def inspect_batch(
     endpoint_url: str | None = None,
     model_version: str | None = None,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    progress: Callable[[int, int], None] | None = None,
     decided_by: DecidedBy | None = None,
 ) -> BatchResult:
     """Decide on every image under ``source``; write ``decisions.csv``, ``decisions.json``, overlays and
@@ -188,7 +187,13 @@ def inspect_batch(
     (refused before decoding, whatever ``image_size`` says). With a ``patch_log`` every inspected
     patch is appended with its features and score, and with a ``reducer`` also its reduced embedding,
     taken from the same forward pass; ``model_version`` is recorded on each logged row so monitoring
-    compares a version only with its own reference. ``decided_by`` names the model on every row and in the report.
+    compares a version only with its own reference. ``decided_by`` names the model on every row and in the
+    report. ``progress(done, total)`` is called after each group
+    of images with the number of images just finished and the total.
+
+    Memory stays bounded on any number of images: at most ``2 × workers`` images are decoded ahead of
+    the model, and ``batch_images`` are scored at a time; what grows is one decision row per image (and
+    the patch-log rows when logging, appended at the end so a retried run never logs twice).
     """
     if workers < 1 or batch_images < 1:
         raise ValueError("workers and batch_images must be at least 1")
@@ -196,7 +201,9 @@ def inspect_batch(
     storage, names = list_images(source, endpoint_url)
     out = Path(out_dir)
     (out / OVERLAY_DIR).mkdir(parents=True, exist_ok=True)
-    recorder = EmbeddingRecorder(inspector.model) if patch_log is not None and reducer is not None else None
+    # patch mode records embeddings from the same forward pass; strip mode's head computes them anyway
+    want_embeddings = patch_log is not None and reducer is not None
+    recorder = EmbeddingRecorder(inspector.model) if want_embeddings and inspector.mode == PATCHES else None
     scorer = (
         Inspector(recorder, inspector.thresholds, inspector.patch_size, inspector.stride, inspector.pad_mode,
                   batch_size=inspector.batch_size, novelty=inspector.novelty)  # fmt: skip
@@ -214,6 +221,8 @@ def inspect_batch(
         good = [item for item in group if item.pixels is not None]
         results = scorer.inspect([item.pixels for item in good if item.pixels is not None])
         embeddings = recorder.take() if recorder is not None else None
+        if want_embeddings and inspector.mode == STRIP and results:
+            embeddings = np.concatenate([r.embeddings for r in results if r.embeddings is not None])
         if patch_log is not None:
             frame = _log_frame(good, results, embeddings, reducer)
             logged.append(frame.assign(model_version=model_version) if model_version is not None else frame)
@@ -228,6 +237,8 @@ def inspect_batch(
                 path = out / OVERLAY_DIR / f"{item.name}.overlay.png"
                 path.write_bytes(encode_png(heatmap_overlay(item.pixels, result, inspector.patch_size)))
                 overlays[item.name] = path
+        if progress is not None:
+            progress(len(group), len(names))
     columns = [*DECISION_COLUMNS, *NOVELTY_COLUMNS] if inspector.novelty is not None else list(DECISION_COLUMNS)
     decisions = pd.DataFrame(rows, columns=columns)
     decisions[["worst_patch_y", "worst_patch_x"]] = decisions[["worst_patch_y", "worst_patch_x"]].astype("Int64")
@@ -250,7 +261,7 @@ def _provenance(decided_by: DecidedBy | None, inspector: Inspector, decided_at: 
         "model_uri": decided_by.model_uri if decided_by else "",
         "model_version": (decided_by.model_version or "") if decided_by else "",
         "runtime": decided_by.runtime if decided_by else "",
-        "mode": decided_by.mode if decided_by else PATCH_MODE,
+        "mode": inspector.mode,  # patches | strip: how the Inspector scored
         "t_pass": inspector.thresholds.t_pass,
         "t_fail": inspector.thresholds.t_fail,
     }

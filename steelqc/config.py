@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +23,12 @@ PROFILE_DIR = Path(__file__).parent / "configs"
 GENERATED_DATA_PROFILE = "demo"
 #: How a patch grid pads an image smaller than a patch (numpy.pad's modes).
 PadMode = Literal["reflect", "constant", "edge"]
+#: How a model scores an image: each patch through the whole network, or the backbone once over the strip.
+InferenceMode = Literal["patches", "strip"]
+PATCHES: Final = "patches"
+STRIP: Final = "strip"
+#: Input pixels per feature-map cell of each backbone (five stride-2 stages; the small CNN's four poolings).
+BACKBONE_STRIDES = {"efficientnet_lite0": 32, "efficientnetb0": 32, "small_cnn": 16}
 
 
 class ConfigError(ValueError):
@@ -109,6 +115,29 @@ class ModelSettings(_Section):
     input_size: int = Field(256, ge=32, description="Patches are resized to this before the backbone")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     fine_tune_blocks: int = Field(2, ge=0, description="Top backbone blocks unfrozen in stage two")
+
+
+class InferenceSettings(_Section):
+    """How the registered model scores images; thresholds and evaluation use the same mode."""
+
+    mode: InferenceMode = Field(
+        "patches",
+        description="patches: every patch through the whole model; strip: the backbone once over the whole image, "
+        "each patch window scored from the pooled feature map (needs patch size and stride on the backbone's grid)",
+    )
+
+
+def strip_cell(model: ModelSettings, patches: PatchSettings) -> int:
+    """Image pixels per backbone feature cell in strip mode; ConfigError unless patches sit on whole cells."""
+    stride = BACKBONE_STRIDES[model.backbone]
+    cell, remainder = divmod(stride * patches.size, model.input_size)
+    if remainder or patches.size % cell or patches.stride % cell:
+        raise ConfigError(
+            f"inference.mode=strip needs patches.size ({patches.size}) and patches.stride ({patches.stride}) to be "
+            f"multiples of the {model.backbone} feature cell ({stride} px x patches.size / model.input_size = "
+            f"{stride * patches.size / model.input_size:g} px): e.g. model.input_size = patches.size"
+        )
+    return cell
 
 
 class TrainSettings(_Section):
@@ -250,12 +279,24 @@ class Settings(BaseSettings):
     patches: PatchSettings = PatchSettings()
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
+    inference: InferenceSettings = InferenceSettings()
     thresholds: ThresholdSettings = ThresholdSettings()
     tracking: TrackingSettings = TrackingSettings()
     gate: GateSettings = GateSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     novelty: NoveltySettings = NoveltySettings()
     app: AppSettings = AppSettings()
+
+    @model_validator(mode="after")
+    def _strip_mode_fits_the_backbone(self) -> Settings:
+        if self.inference.mode == STRIP:
+            try:
+                strip_cell(self.model, self.patches)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            if self.novelty.enabled:  # the bank and its threshold are calibrated on patch-mode features
+                raise ValueError("inference.mode=strip cannot be combined with novelty.enabled (patch-mode features)")
+        return self
 
     @field_validator("state_dir")
     @classmethod

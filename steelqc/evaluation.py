@@ -104,6 +104,23 @@ def _level_metrics(prefix: str, y: np.ndarray, scores: np.ndarray, t: Thresholds
     return {k: float(v) for k, v in metrics.items()}, confusion
 
 
+def mode_agreement(
+    y: np.ndarray, strip_scores: np.ndarray, patch_scores: np.ndarray, thresholds: Thresholds
+) -> dict[str, float]:
+    """How a strip-mode model's decisions compare with the same model in patch mode on the same patches: the
+    share of equal PASS / HOLD / FAIL decisions, and recall and specificity (at ``t_pass``) of both modes."""
+    if strip_scores.shape != patch_scores.shape:
+        raise ValueError(f"{strip_scores.size} strip-mode scores but {patch_scores.size} patch-mode scores")
+    both = {"strip_mode": strip_scores, "patches_mode": patch_scores}
+    metrics = {"mode_agreement": float(np.mean(decide(strip_scores, thresholds) == decide(patch_scores, thresholds)))}
+    for mode, scores in both.items():
+        flagged = (scores >= thresholds.t_pass).astype(int)
+        metrics[f"{mode}_patch_recall"] = float(recall_score(y, flagged, zero_division=0.0))
+        metrics[f"{mode}_patch_specificity"] = float(recall_score(y, flagged, pos_label=0, zero_division=0.0))
+    metrics["mode_max_abs_score_diff"] = float(np.max(np.abs(strip_scores - patch_scores))) if y.size else 0.0
+    return metrics
+
+
 def _recall_of(mask: np.ndarray, y: np.ndarray, flagged: np.ndarray) -> float:
     return float(recall_score(y[mask], flagged[mask]))
 
@@ -298,12 +315,15 @@ def evaluate(
     load_masks: Callable[[str], np.ndarray] | None = None,
     class_names: Mapping[int, str] | None = None,
     split: str = "test",
+    patch_mode_scores: np.ndarray | None = None,
 ) -> EvaluationReport:
     """Evaluate ``split`` scores (aligned with ``index_rows``) at the chosen thresholds; plots go to ``out_dir``.
 
     ``load_image(image_id) -> uint8 (H, W)`` enables the galleries of missed defects and worst false positives
     (both always written then, saying so when there are none); ``load_masks(image_id) -> bool (classes, H, W)``
     outlines the defects in them. ``class_names`` ({id: name}) and ``split`` label the plots.
+    ``patch_mode_scores`` (a strip-mode model's scores of the same patches in patch mode) adds
+    :func:`mode_agreement`'s metrics.
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     _check_inputs(index_rows, s, class_ids)
@@ -330,6 +350,7 @@ def evaluate(
         **_breakdown(rows, y, flagged, class_ids),
         "t_pass": thresholds.t_pass,
         "t_fail": thresholds.t_fail,
+        **(mode_agreement(y, s, np.asarray(patch_mode_scores), thresholds) if patch_mode_scores is not None else {}),
     }
 
     scored = rows.assign(score=s, defect_px=px.sum(axis=1))

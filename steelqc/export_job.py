@@ -2,8 +2,9 @@
 
 Both runtimes inspect the same whole images of the version's validation split (read through the patch index
 and dataset its training run recorded, tags ``work_dir`` and ``dataset_source``) with the version's own
-thresholds. The export passes when every patch score is within ``tolerance`` of the Keras score and every
-PASS / HOLD / FAIL decision is the same; only then is it stored in the version's model, beside the Keras
+thresholds, in the version's inference mode (a strip-mode version exports its backbone for any image size).
+The export passes when every patch score is within ``tolerance`` of the Keras score and every PASS / HOLD /
+FAIL decision is the same; only then is it stored in the version's model, beside the Keras
 file, where the pyfunc finds it. Either way the outcome is written on the version as ``export.<format>.*`` tags.
 """
 
@@ -82,7 +83,7 @@ def compare_results(reference: Sequence[ImageResult], candidate: Sequence[ImageR
     return Parity(len(pairs), int(diffs.size), max_diff if np.isfinite(max_diff) else np.inf, differing, tolerance)
 
 
-def parity_tags(fmt: str, parity: Parity, stored_at: str | None) -> dict[str, str]:
+def parity_tags(fmt: str, parity: Parity, stored_at: str | None, mode: str) -> dict[str, str]:
     """The ``export.<format>.*`` tags of one check; ``path`` (inside the model) only when it passed."""
     prefix = f"export.{fmt}."
     tags = {
@@ -92,6 +93,7 @@ def parity_tags(fmt: str, parity: Parity, stored_at: str | None) -> dict[str, st
         "images": str(parity.images),
         "patches": str(parity.patches),
         "tolerance": f"{parity.tolerance:g}",
+        "mode": mode,
         "runtime_version": f"{RUNTIME_PACKAGES[fmt]} {package_version(RUNTIME_PACKAGES[fmt])}",
         **({"path": stored_at} if stored_at else {"reason": parity.reason or ""}),
     }
@@ -151,10 +153,11 @@ def export_version(
     images = validation_images(str(version.run_id), settings, max_images)
     keras_inspector, _ = load_inspector(model_uri)
     with tempfile.TemporaryDirectory(prefix="steelqc-export-") as tmp:
-        folder = export_runtime(keras_inspector.model, fmt, Path(tmp) / fmt)
+        folder = export_runtime(keras_inspector.model, fmt, Path(tmp) / fmt, mode=keras_inspector.mode)
         exported = Inspector(
             load_runtime(folder), keras_inspector.thresholds, keras_inspector.patch_size,
             keras_inspector.stride, keras_inspector.pad_mode, batch_size=keras_inspector.batch_size,
+            mode=keras_inspector.mode,
         )  # fmt: skip
         parity = compare_results(keras_inspector.inspect(images), exported.inspect(images), tolerance)
         client = MlflowClient()
@@ -163,6 +166,6 @@ def export_version(
             write_manifest(folder, {**read_manifest(folder), "parity": parity.record()})
             stored_at = f"artifacts/{EXPORTS_DIR}/{fmt}"  # beside artifacts/model.keras
             client.log_model_artifacts(model_id, str(folder), stored_at)
-    for key, value in parity_tags(fmt, parity, stored_at).items():
+    for key, value in parity_tags(fmt, parity, stored_at, keras_inspector.mode).items():
         client.set_model_version_tag(version.name, str(version.version), key, value)
     return ExportResult(version.name, str(version.version), fmt, parity, stored_at)

@@ -1,7 +1,8 @@
 """Whole images in, one decision per image out: the single inference path of the pyfunc, the CLI and the app.
 
 Patches of many images go through the model together, in batches, because one ``predict`` per image is
-what made the seed system slow (3.5 vs 4.5 images/s on these 2 cores). Patching and preprocessing reuse
+what made the seed system slow (3.5 vs 4.5 images/s on these 2 cores); in strip mode (:mod:`steelqc.strip`)
+the backbone sees each whole image once instead. Patching and preprocessing reuse
 the training code (``extract_patches``, ``preprocess_patches``), so what the model sees at inference is
 exactly what it saw in evaluation.
 """
@@ -10,15 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import cv2
 import numpy as np
 
+from steelqc.config import PATCHES, STRIP, InferenceMode
 from steelqc.data.errors import ImageDecodeError
 from steelqc.data.images import decode_image_bytes
 from steelqc.model import preprocess_patches
 from steelqc.patches import PadMode, extract_patches
+from steelqc.strip import StripModel, keras_strip_model, score_strips
 from steelqc.thresholds import Thresholds, decide, image_decision
 
 if TYPE_CHECKING:
@@ -50,25 +53,40 @@ class ImageResult:
     patch_scores: np.ndarray  # float (N,), aligned with positions
     positions: list[tuple[int, int]]
     patch_decisions: np.ndarray  # "PASS" | "HOLD" | "FAIL" per patch
+    embeddings: np.ndarray | None = None  # (N, E) in strip mode, where the head computes them anyway
     patch_novelty: np.ndarray | None = None  # novelty per patch, when the model carries a novelty guard
     novel: np.ndarray | None = None  # patches above the novelty threshold
     reason: str = ""  # "novel pattern" when a patch is novel
 
 
 class Inspector:
-    """Scores every patch of every image with one Keras model and applies the model's thresholds."""
+    """Scores every patch of every image with one model and applies the model's thresholds.
+
+    ``mode`` is the registered model's (:data:`~steelqc.config.InferenceMode`): ``patches`` cuts the patch
+    grid and runs each patch through ``model``; ``strip`` runs the backbone once per image and scores the same
+    grid's windows from its feature map (:mod:`steelqc.strip`). ``model`` is a Keras patch model, or an
+    exported runtime of the same mode.
+    """
 
     def __init__(
         self,
-        model: BatchPredictor,
+        model: BatchPredictor | StripModel,
         thresholds: Thresholds,
         patch_size: int,
         stride: int,
         pad_mode: PadMode,
         *,
         batch_size: int = 64,
+        mode: InferenceMode = PATCHES,
+        strips_per_call: int = 4,
         novelty: NoveltyGuard | None = None,
     ) -> None:
+        if mode not in (PATCHES, STRIP):
+            raise ValueError(f"inference mode must be {PATCHES} or {STRIP}, got {mode!r}")
+        if isinstance(model, StripModel) and mode != STRIP:
+            raise ValueError("a strip-mode export scores whole strips: its Inspector needs mode='strip'")
+        if novelty is not None and mode == STRIP:  # its bank and threshold were calibrated on patch-mode features
+            raise ValueError("the novelty guard is calibrated on patch-mode features: it cannot guard strip mode")
         self.model = model
         self.novelty = novelty
         self.thresholds = thresholds
@@ -76,18 +94,41 @@ class Inspector:
         self.stride = stride
         self.pad_mode = pad_mode
         self.batch_size = batch_size
+        self.mode = mode
+        self.strips_per_call = strips_per_call
+        self._strip: StripModel | None = model if isinstance(model, StripModel) else None
+
+    @property
+    def strip_model(self) -> StripModel:
+        """The strip-mode scorer: the export itself, or the Keras model's backbone rebuilt for any size (once)."""
+        if self._strip is None:
+            self._strip = keras_strip_model(self.model)
+        return self._strip
+
+    @property
+    def runtime(self) -> str:
+        return str(getattr(self.model, "runtime", "keras"))
 
     def score_patches(self, patches: np.ndarray) -> np.ndarray:
-        """Sigmoid scores of uint8 patches ``(N, S, S)``, one model call per batch."""
-        return score_in_batches(self.model, patches, self.batch_size)
+        """Sigmoid scores of uint8 patches ``(N, S, S)``, one model call per batch (patch mode)."""
+        return score_in_batches(cast(BatchPredictor, self.model), patches, self.batch_size)
 
     def inspect(self, images: Iterable[np.ndarray]) -> list[ImageResult]:
         """Decide on each image; images of any size work (smaller than a patch: padded per ``pad_mode``).
 
-        Patches of consecutive images share model batches; at most ``16 * batch_size`` patches are held
-        in memory at once, so a long stream of images does not grow memory.
+        Images are scored in groups (patch mode: up to ``16 * batch_size`` patches; strip mode:
+        ``strips_per_call`` images), so a long stream of images does not grow memory beyond the results.
         """
-        results: list[ImageResult] = []
+        if self.mode == STRIP:
+            results: list[ImageResult] = []
+            group: list[np.ndarray] = []
+            for image in images:
+                group.append(image)
+                if len(group) >= self.strips_per_call:
+                    results.extend(self._decide_strips(group))
+                    group = []
+            return results + (self._decide_strips(group) if group else [])
+        results = []
         pending: list[tuple[np.ndarray, list[tuple[int, int]]]] = []
         held = 0
         for image in images:
@@ -100,6 +141,11 @@ class Inspector:
             results.extend(self._decide(pending))
         return results
 
+    def _decide_strips(self, images: Sequence[np.ndarray]) -> list[ImageResult]:
+        scored = score_strips(self.strip_model, images, self.patch_size, self.stride, self.pad_mode,
+                              strips_per_call=self.strips_per_call)  # fmt: skip
+        return [self._result(s.scores, s.positions, s.embeddings) for s in scored]
+
     def _decide(self, per_image: list[tuple[np.ndarray, list[tuple[int, int]]]]) -> list[ImageResult]:
         batch = np.concatenate([patches for patches, _ in per_image])
         if self.novelty is None:
@@ -109,20 +155,8 @@ class Inspector:
         results: list[ImageResult] = []
         start = 0
         for patches, positions in per_image:
-            scores = all_scores[start : start + len(patches)]
+            results.append(self._result(all_scores[start : start + len(patches)], positions))
             start += len(patches)
-            worst = int(np.argmax(scores))
-            decisions = decide(scores, self.thresholds)
-            results.append(
-                ImageResult(
-                    decision=image_decision(decisions),
-                    worst_score=float(scores[worst]),
-                    worst_patch=(int(positions[worst][0]), int(positions[worst][1])),
-                    patch_scores=scores,
-                    positions=[(int(y), int(x)) for y, x in positions],
-                    patch_decisions=decisions,
-                )
-            )
         return results if all_novelty is None else self._guarded(results, all_novelty)
 
     def _guarded(self, results: list[ImageResult], novelty: np.ndarray) -> list[ImageResult]:
@@ -138,6 +172,21 @@ class Inspector:
             guarded.append(replace(result, decision=image_decision(decisions), patch_decisions=decisions,
                                    patch_novelty=mine, novel=novel, reason=reason))  # fmt: skip
         return guarded
+
+    def _result(
+        self, scores: np.ndarray, positions: Sequence[tuple[int, int]], embeddings: np.ndarray | None = None
+    ) -> ImageResult:
+        worst = int(np.argmax(scores))
+        decisions = decide(scores, self.thresholds)
+        return ImageResult(
+            decision=image_decision(decisions),
+            worst_score=float(scores[worst]),
+            worst_patch=(int(positions[worst][0]), int(positions[worst][1])),
+            patch_scores=scores,
+            positions=[(int(y), int(x)) for y, x in positions],
+            patch_decisions=decisions,
+            embeddings=embeddings,
+        )
 
 
 def _as_gray_uint8(array: np.ndarray, name: str) -> np.ndarray:

@@ -21,6 +21,7 @@ __all__ = ["WeightsUnavailableError", "build_backbone", "build_model", "embeddin
 
 BACKBONE_LAYER = "backbone"
 EMBEDDING_LAYER = "embedding"
+SCORE_LAYER = "score"
 EMBEDDING_UNITS = 64
 SMALL_CNN_FILTERS = (32, 64, 96, 128)
 
@@ -131,7 +132,7 @@ def build_model(settings: ModelSettings, patch_size: int) -> keras.Model:
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(settings.dropout, name="dropout")(x)
     x = keras.layers.Dense(EMBEDDING_UNITS, activation="relu", name=EMBEDDING_LAYER)(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", name="score")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name=SCORE_LAYER)(x)
     return keras.Model(inputs, outputs, name=f"steelqc_{settings.backbone}")
 
 

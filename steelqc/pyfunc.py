@@ -26,7 +26,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import Schema
 
 import steelqc
-from steelqc.config import PatchSettings
+from steelqc.config import PATCHES, InferenceMode, PatchSettings
 from steelqc.pyfunc_io import (
     INPUT_SIGNATURE,
     NOVELTY_SIGNATURE,
@@ -37,6 +37,7 @@ from steelqc.pyfunc_io import (
 )
 from steelqc.registry import registered_version
 from steelqc.runtimes import AUTO, EXPORTS_DIR, KERAS, ExportedModel, choose_runtime
+from steelqc.strip import StripModel
 from steelqc.thresholds import Thresholds
 
 # steelqc.inference brings TensorFlow: it is imported where a model is built or loaded.
@@ -66,9 +67,10 @@ PYFUNC_PACKAGES = (
 )
 
 
-def geometry_of(patches: PatchSettings) -> dict[str, Any]:
-    """The patch geometry a model was trained with; inference must cut patches the same way."""
-    return {"patch_size": patches.size, "stride": patches.stride, "pad_mode": patches.pad_mode}
+def geometry_of(patches: PatchSettings, mode: InferenceMode = PATCHES) -> dict[str, Any]:
+    """The patch geometry a model was trained with and the mode its thresholds were chosen in; inference must
+    score the same way."""
+    return {"patch_size": patches.size, "stride": patches.stride, "pad_mode": patches.pad_mode, "mode": mode}
 
 
 class SteelQCModel(PythonModel):
@@ -86,7 +88,8 @@ class SteelQCModel(PythonModel):
         keras_path = Path(context.artifacts["keras_model"])
         # a model logged without a runtime config predates exports and must not pick one up: Keras
         requested = (context.model_config or {}).get(RUNTIME_CONFIG_KEY, KERAS)
-        exported, self.runtime_note = choose_runtime(keras_path.parent / EXPORTS_DIR, requested)
+        mode = json.loads(Path(context.artifacts["geometry"]).read_text()).get("mode", PATCHES)
+        exported, self.runtime_note = choose_runtime(keras_path.parent / EXPORTS_DIR, requested, mode)
         from steelqc.novelty import NOVELTY_ARTIFACT, novelty_runs_on_export
 
         bank_path = context.artifacts.get(NOVELTY_ARTIFACT)  # absent for a model logged without a bank
@@ -115,11 +118,14 @@ def inspector_from_files(
     thresholds_path: str | Path,
     geometry_path: str | Path,
     *,
-    exported: ExportedModel | None = None,
+    exported: ExportedModel | StripModel | None = None,
     novelty_bank: str | Path | None = None,
 ) -> Inspector:
     """Rebuild the Inspector from the artefacts of a logged model; ``exported`` scores in Keras' place, and a
-    ``novelty_bank`` (:mod:`steelqc.novelty`) guards its decisions."""
+    ``novelty_bank`` (:mod:`steelqc.novelty`) guards its decisions.
+
+    A model logged before strip mode has no ``mode`` in its geometry: it scores in patch mode, as it was evaluated.
+    """
     import keras
 
     from steelqc.inference import Inspector
@@ -130,9 +136,8 @@ def inspector_from_files(
     from steelqc.novelty import NoveltyBank, NoveltyGuard
 
     guard = NoveltyGuard(NoveltyBank.load(novelty_bank)) if novelty_bank is not None else None
-    return Inspector(
-        model, thresholds, geometry["patch_size"], geometry["stride"], geometry["pad_mode"], novelty=guard
-    )
+    return Inspector(model, thresholds, geometry["patch_size"], geometry["stride"], geometry["pad_mode"],
+                     novelty=guard, mode=geometry.get("mode", PATCHES))  # fmt: skip
 
 
 def pip_requirements() -> list[str]:
@@ -151,9 +156,11 @@ def log_pyfunc_model(
     thresholds: Thresholds,
     patches: PatchSettings,
     example_image: np.ndarray,
+    mode: InferenceMode = PATCHES,
     novelty_bank: NoveltyBank | None = None,
 ) -> ModelInfo:
-    """Log the Keras model + thresholds + geometry as the ``model`` pyfunc of the active run.
+    """Log the Keras model + thresholds + geometry (with the inference ``mode``) as the ``model`` pyfunc of the
+    active run.
 
     The signature declares the input (:data:`~steelqc.pyfunc_io.INPUT_SIGNATURE`, a column ``image`` of encoded
     images) and the output; ``example_image`` becomes the input example, PNG-encoded. steelqc's code travels
@@ -169,7 +176,7 @@ def log_pyfunc_model(
         thresholds_path = Path(tmp) / "thresholds.json"
         thresholds_path.write_text(json.dumps(thresholds.to_dict(), indent=2))
         geometry_path = Path(tmp) / "geometry.json"
-        geometry_path.write_text(json.dumps(geometry_of(patches), indent=2))
+        geometry_path.write_text(json.dumps(geometry_of(patches, mode), indent=2))
         artifacts = {"keras_model": str(keras_path), "thresholds": str(thresholds_path), "geometry": str(geometry_path)}
         outputs = OUTPUT_SIGNATURE
         if novelty_bank is not None:
@@ -225,7 +232,8 @@ def load_inspector(model_uri: str, *, runtime: str = KERAS) -> tuple[Inspector, 
     return inspector, ModelMetadata(
         uri=model_uri,
         thresholds=inspector.thresholds,
-        geometry={"patch_size": inspector.patch_size, "stride": inspector.stride, "pad_mode": inspector.pad_mode},
+        geometry={"patch_size": inspector.patch_size, "stride": inspector.stride, "pad_mode": inspector.pad_mode,
+                  "mode": inspector.mode},  # fmt: skip
         name=registered.name if registered else None,
         version=str(registered.version) if registered else None,
         tags=dict(registered.tags) if registered else None,

@@ -1,9 +1,11 @@
-"""Exported inference runtimes: the Keras patch model written as OpenVINO IR or ONNX, and loaded back in its place.
+"""Exported inference runtimes: the Keras model written as OpenVINO IR or ONNX, and loaded back in its place.
 
 On these 2 shared cores both runtimes score 256-px Lite0 patches 2.3-2.5x as fast as TensorFlow (paired rounds
 of 64 patches at load 3-5; ONNX Runtime 1.25x OpenVINO at load 5-6), with scores equal to ~1e-6. Exports use
-Keras' own ``model.export``; the exported graph has two outputs, score and embedding, so the patch log's
-embeddings come from the same pass as the decisions. A manifest of file checksums travels with the files: a
+Keras' own ``model.export``. An export is made for one inference mode (``manifest.json`` says which): in patch
+mode the graph has two outputs, score and embedding, so the patch log's embeddings come from the same pass as the
+decisions; in strip mode it is the backbone for images of any height and width (dynamic spatial dimensions) and
+the head travels beside it as ``head.npz``. A manifest of file checksums travels with the files: a
 truncated or altered file is refused at load time instead of scoring with garbage weights.
 """
 
@@ -16,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from steelqc.config import PATCHES, STRIP, InferenceMode
+from steelqc.strip import HEAD_FILE, PatchHead, StripModel, strip_feature_model
 
 KERAS = "keras"
 AUTO = "auto"
@@ -35,8 +40,16 @@ class ExportedModel:
 
     runtime: str
 
-    def predict_both(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the exported graph for input ``x``."""
         raise NotImplementedError
+
+    def predict_both(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, embeddings = self.outputs(x)[:2]  # Keras' OpenVINO export may append internal shape outputs
+        return scores, embeddings
+
+    def first_output(self, x: np.ndarray) -> np.ndarray:
+        return self.outputs(x)[0]
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         return self.predict_both(x)[0]
@@ -54,9 +67,9 @@ class OpenVINOModel(ExportedModel):
             folder / MODEL_FILES["openvino"], "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
         )
 
-    def predict_both(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def outputs(self, x: np.ndarray) -> list[np.ndarray]:
         out = self._compiled(x)
-        return np.asarray(out[0]), np.asarray(out[1])
+        return [np.asarray(out[i]) for i in range(len(self._compiled.outputs))]
 
 
 class ONNXModel(ExportedModel):
@@ -68,9 +81,8 @@ class ONNXModel(ExportedModel):
         self._session = ort.InferenceSession(str(folder / MODEL_FILES["onnx"]), providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
-    def predict_both(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores, embeddings = self._session.run(None, {self._input: x})
-        return np.asarray(scores), np.asarray(embeddings)
+    def outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(out) for out in self._session.run(None, {self._input: x})]
 
 
 LOADERS: dict[str, Callable[[Path], ExportedModel]] = {"openvino": OpenVINOModel, "onnx": ONNXModel}
@@ -81,8 +93,10 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def export_runtime(model: Any, fmt: str, folder: str | Path) -> Path:
-    """Write the Keras patch ``model`` as ``fmt`` into ``folder`` with its checksum manifest; the folder."""
+def export_runtime(model: Any, fmt: str, folder: str | Path, *, mode: InferenceMode = PATCHES) -> Path:
+    """Write the Keras patch ``model`` as ``fmt`` for inference ``mode`` into ``folder`` with its checksum
+    manifest; the folder. Patch mode exports the patch model (outputs score and embedding); strip mode the
+    backbone for images of any size (output the feature map) plus the head's weights (:data:`HEAD_FILE`)."""
     import keras
 
     from steelqc.model import EMBEDDING_LAYER
@@ -91,11 +105,18 @@ def export_runtime(model: Any, fmt: str, folder: str | Path) -> Path:
         raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(EMBEDDING_LAYER).output])
-    both.predict_on_batch(np.zeros((1, *both.inputs[0].shape[1:]), np.float32))  # Keras' ONNX export needs a built call
-    both.export(str(out / MODEL_FILES[fmt]), format=fmt, verbose=False)
+    described: dict[str, Any] = {"format": fmt, "mode": mode}
+    if mode == STRIP:
+        graph, described["cell"] = strip_feature_model(model)
+        PatchHead.of(model).save(out / HEAD_FILE)
+        probe = np.zeros((1, *model.inputs[0].shape[1:]), np.float32)
+    else:
+        graph = keras.Model(model.inputs, [model.outputs[0], model.get_layer(EMBEDDING_LAYER).output])
+        probe = np.zeros((1, *graph.inputs[0].shape[1:]), np.float32)
+    graph.predict_on_batch(probe)  # Keras' ONNX export needs a built call
+    graph.export(str(out / MODEL_FILES[fmt]), format=fmt, verbose=False)
     files = {path.name: _sha256(path) for path in sorted(out.iterdir()) if path.name != MANIFEST_FILE}
-    write_manifest(out, {"format": fmt, "files": files})
+    write_manifest(out, {**described, "files": files})
     return out
 
 
@@ -115,8 +136,9 @@ def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> None:
     (Path(folder) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
 
 
-def load_runtime(folder: str | Path) -> ExportedModel:
-    """The exported model in ``folder`` after checking every file against the manifest."""
+def load_runtime(folder: str | Path) -> ExportedModel | StripModel:
+    """The exported model in ``folder`` after checking every file against the manifest (a strip-mode export:
+    its runtime's feature maps and the head, ready for :class:`~steelqc.inference.Inspector` in strip mode)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     fmt = manifest["format"]
@@ -129,12 +151,22 @@ def load_runtime(folder: str | Path) -> ExportedModel:
                 f"{fmt} export file {path} does not match its checksum (corrupted or changed)"
             )
     try:
-        return LOADERS[fmt](folder)
+        exported = LOADERS[fmt](folder)
+        if manifest.get("mode", PATCHES) == STRIP:
+            return StripModel(exported.first_output, PatchHead.load(folder / HEAD_FILE), int(manifest["cell"]), fmt)
+        return exported
     except Exception as exc:  # noqa: BLE001 - any runtime failure (missing package, bad graph) means: use Keras
         raise RuntimeUnavailableError(f"{fmt} could not load {folder}: {type(exc).__name__}: {exc}") from exc
 
 
-def choose_runtime(exports_dir: str | Path, requested: str) -> tuple[ExportedModel | None, str | None]:
+def export_mode(folder: str | Path) -> str:
+    """The inference mode an export folder was made for (exports made before strip mode: patches)."""
+    return str(read_manifest(folder).get("mode", PATCHES))
+
+
+def choose_runtime(
+    exports_dir: str | Path, requested: str, mode: InferenceMode = PATCHES
+) -> tuple[ExportedModel | StripModel | None, str | None]:
     """The exported model to score with, or None for Keras, and why Keras when an export was wanted.
 
     ``auto`` takes the first export present in :data:`EXPORT_FORMATS` order that loads; ``keras`` never loads
@@ -152,6 +184,8 @@ def choose_runtime(exports_dir: str | Path, requested: str) -> tuple[ExportedMod
     problems: list[str] = []
     for fmt in present:
         try:
+            if (made_for := export_mode(Path(exports_dir) / fmt)) != mode:
+                raise RuntimeUnavailableError(f"the {fmt} export scores in {made_for} mode, the model in {mode} mode")
             return load_runtime(
                 Path(exports_dir) / fmt
             ), f"{'; '.join(problems)}: scoring with {fmt}" if problems else None

@@ -20,7 +20,7 @@ import pandas as pd
 from mlflow.entities import RunStatus
 from mlflow.entities.model_registry import ModelVersion
 
-from steelqc.config import Settings
+from steelqc.config import PATCHES, STRIP, Settings
 from steelqc.data.dataset import Dataset
 from steelqc.evaluation import EvaluationReport, evaluate
 from steelqc.inference import Inspector
@@ -29,6 +29,7 @@ from steelqc.novelty import NoveltyBank, fit_guard
 from steelqc.patches import build_patch_index, write_index
 from steelqc.pyfunc import load_inspector, log_pyfunc_model
 from steelqc.registry import register_version, version_tags
+from steelqc.strip import keras_strip_model, strip_split_scores
 from steelqc.thresholds import Thresholds, choose_thresholds
 from steelqc.tracking import (
     DESCRIPTION_TAG,
@@ -119,15 +120,31 @@ def split_rows(index: pd.DataFrame, split: str) -> pd.DataFrame:
     return index[index["split"] == split].reset_index(drop=True)
 
 
+def split_scores(model: Any, dataset: Dataset, index: pd.DataFrame, split: str, settings: Settings) -> np.ndarray:
+    """Scores of a split's patches in ``settings.inference.mode``, aligned with :func:`split_rows`: thresholds and
+    evaluation see the scores inspection will produce."""
+    if settings.inference.mode == STRIP:
+        return strip_split_scores(keras_strip_model(model), dataset.load_image, split_rows(index, split),
+                                  settings.patches, workers=settings.data.image_workers)  # fmt: skip
+    return predict_split(model, dataset, index, split, settings)
+
+
 def select_thresholds(index: pd.DataFrame, val_scores: np.ndarray, settings: Settings) -> Thresholds:
     """Operating points from *validation* labels and scores only."""
     return choose_thresholds(split_rows(index, "val")["label"].to_numpy(), val_scores, settings.thresholds)
 
 
 def evaluate_test(
-    dataset: Dataset, index: pd.DataFrame, test_scores: np.ndarray, thresholds: Thresholds, out_dir: Path
+    dataset: Dataset,
+    index: pd.DataFrame,
+    test_scores: np.ndarray,
+    thresholds: Thresholds,
+    out_dir: Path,
+    *,
+    patch_mode_scores: np.ndarray | None = None,
 ) -> EvaluationReport:
-    """Metrics, missed defects and plots on the test split at fixed thresholds."""
+    """Metrics, missed defects and plots on the test split at fixed thresholds (and, for a strip-mode model,
+    its agreement with ``patch_mode_scores``)."""
     return evaluate(
         split_rows(index, "test"),
         test_scores,
@@ -137,7 +154,18 @@ def evaluate_test(
         load_image=dataset.load_image,
         load_masks=dataset.masks,
         class_names=dataset.meta.classes,
+        patch_mode_scores=patch_mode_scores,
     )
+
+
+def evaluate_in_mode(
+    model: Any, dataset: Dataset, index: pd.DataFrame, thresholds: Thresholds, settings: Settings, out_dir: Path
+) -> EvaluationReport:
+    """Score the test split once in the model's mode and evaluate; a strip-mode model is also scored in patch
+    mode on the same patches, so its report states how far the two modes agree."""
+    scores = split_scores(model, dataset, index, "test", settings)
+    patch_mode = predict_split(model, dataset, index, "test", settings) if settings.inference.mode == STRIP else None
+    return evaluate_test(dataset, index, scores, thresholds, out_dir, patch_mode_scores=patch_mode)
 
 
 def log_run_start(
@@ -192,7 +220,7 @@ def log_and_register(
     bank = log_novelty_bank(model, dataset, index, settings) if settings.novelty.enabled else None
     log_reference(model, dataset, index, settings.patches, novelty=bank)
     example = dataset.load_image(str(split_rows(index, "test")["image_id"].iloc[0]))
-    info = log_pyfunc_model(model, thresholds, settings.patches, example, novelty_bank=bank)
+    info = log_pyfunc_model(model, thresholds, settings.patches, example, settings.inference.mode, novelty_bank=bank)
     tags = version_tags(report.metrics, thresholds, data_hash) | (novelty_tags(bank) if bank is not None else {})
     version = register_version(info.model_uri, settings.tracking.registered_model, tags)
     return info.model_uri, version
@@ -249,11 +277,10 @@ def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | Non
             index = make_patch_index(clean, settings, work / "patch_index.parquet")
             log_lineage(validation.data_hash, validation.lineage(), index, clean.root, dataset.meta.name)
             trained = train(clean, index, settings, work / "checkpoints")
-            val_scores = predict_split(trained.model, clean, index, "val", settings)
+            val_scores = split_scores(trained.model, clean, index, "val", settings)
             thresholds = select_thresholds(index, val_scores, settings)
             log_training(trained, thresholds)
-            test_scores = predict_split(trained.model, clean, index, "test", settings)
-            report = evaluate_test(clean, index, test_scores, thresholds, work / "evaluation")
+            report = evaluate_in_mode(trained.model, clean, index, thresholds, settings, work / "evaluation")
             model_uri, version = log_and_register(
                 trained.model, thresholds, report, validation.data_hash, clean, index, settings
             )
@@ -274,9 +301,11 @@ def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | Non
 
 
 def with_model_geometry(settings: Settings, geometry: dict[str, Any]) -> Settings:
-    """``settings`` with the patch size, stride and padding a model was trained with."""
+    """``settings`` with the patch size, stride, padding and inference mode a model was trained with."""
     patches = {"size": geometry["patch_size"], "stride": geometry["stride"], "pad_mode": geometry["pad_mode"]}
-    return settings.model_copy(update={"patches": settings.patches.model_copy(update=patches)})
+    inference = {"mode": geometry.get("mode", PATCHES)}
+    return settings.model_copy(update={"patches": settings.patches.model_copy(update=patches),
+                                       "inference": settings.inference.model_copy(update=inference)})  # fmt: skip
 
 
 def _score_test_split(
@@ -286,8 +315,12 @@ def _score_test_split(
     index: pd.DataFrame,
     settings: Settings,
     out_dir: Path,
+    *,
+    with_agreement: bool,
 ) -> EvaluationReport:
-    scores = predict_split(inspector.model, dataset, index, "test", settings)
+    if with_agreement:
+        return evaluate_in_mode(inspector.model, dataset, index, thresholds, settings, out_dir)
+    scores = split_scores(inspector.model, dataset, index, "test", settings)
     return evaluate_test(dataset, index, scores, thresholds, out_dir)
 
 
@@ -307,7 +340,7 @@ def score_model_on_split(
             f"{', '.join(f'{size}px' for size in sorted(sizes))} patches"
         )
     settings = with_model_geometry(settings, meta.geometry)
-    return _score_test_split(inspector, meta.thresholds, dataset, index, settings, out_dir)
+    return _score_test_split(inspector, meta.thresholds, dataset, index, settings, out_dir, with_agreement=False)
 
 
 def evaluate_model(model_uri: str, data_root: str, settings: Settings, out_dir: Path) -> EvaluationReport:
@@ -321,4 +354,5 @@ def evaluate_model(model_uri: str, data_root: str, settings: Settings, out_dir: 
     settings = with_model_geometry(settings, meta.geometry)
     _, clean = validate(Dataset.configured(data_root, settings.data), settings, out_dir / "validation")
     index = make_patch_index(clean, settings, out_dir / "patch_index.parquet")
-    return _score_test_split(inspector, meta.thresholds, clean, index, settings, out_dir / "evaluation")
+    return _score_test_split(inspector, meta.thresholds, clean, index, settings, out_dir / "evaluation",
+                             with_agreement=True)  # fmt: skip

@@ -17,6 +17,7 @@ from steelqc.config import Settings
 from steelqc.inference import Inspector
 from steelqc.monitoring import MonitoringDataError, model_reference, patch_log_of
 from steelqc.pyfunc import ModelMetadata, load_inspector
+from steelqc.runtimes import AUTO
 from steelqc.tracking import configure_tracking
 from tasks.retries import tracking_retry_policy
 
@@ -25,9 +26,12 @@ TRACKING_RETRIES = tracking_retry_policy()
 
 @task(name="load-model", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def load_model(settings: Settings, model_uri: str) -> tuple[Inspector, ModelMetadata, Any]:
-    """The Inspector of ``model_uri`` and the PCA of its reference set (None, with a warning, if it has none)."""
+    """The Inspector of ``model_uri`` (the pyfunc's runtime choice, ``auto``, in the model's mode) and the PCA of
+    its reference set (None, with a warning, if it has none)."""
     configure_tracking(settings)
-    inspector, meta = load_inspector(model_uri)
+    inspector, meta = load_inspector(model_uri, runtime=AUTO)
+    if meta.runtime_note:
+        get_run_logger().warning(meta.runtime_note)
     try:
         _, reducer = model_reference(str(meta.run_id))
     except MonitoringDataError as exc:

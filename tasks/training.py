@@ -21,7 +21,6 @@ from steelqc.evaluation import EvaluationReport
 from steelqc.gate import GateDecision, RecallBound, gate
 from steelqc.thresholds import Thresholds
 from steelqc.tracking import configure_tracking, ensure_experiment, log_lineage, run_name
-from steelqc.training import predict_split
 from steelqc.validation import load_manifest
 from tasks.data import RESUMABLE, clean_dataset
 from tasks.retries import tracking_retry_policy
@@ -61,7 +60,7 @@ def choose_thresholds(
 ) -> dict[str, Any]:
     """Operating points from validation scores only (the test split is not read here), logged with the training."""
     model = keras.models.load_model(training["model_path"])
-    scores = predict_split(model, clean_dataset(manifest_path, settings), index, "val", settings)
+    scores = train_job.split_scores(model, clean_dataset(manifest_path, settings), index, "val", settings)
     thresholds = train_job.select_thresholds(index, scores, settings)
     configure_tracking(settings)
     with mlflow.start_run(run_id=run_id):
@@ -74,11 +73,11 @@ def evaluate(
     manifest_path: str, index: pd.DataFrame, settings: Settings, training: dict[str, Any],
     thresholds: dict[str, Any], work_dir: Path,
 ) -> EvaluationReport:
-    """Score the test split once, at fixed thresholds; metrics, missed defects, plots."""
+    """Score the test split once in the model's mode, at fixed thresholds; metrics, missed defects, plots."""
     model = keras.models.load_model(training["model_path"])
     clean = clean_dataset(manifest_path, settings)
-    scores = predict_split(model, clean, index, "test", settings)
-    return train_job.evaluate_test(clean, index, scores, Thresholds.from_dict(thresholds), work_dir / "evaluation")
+    return train_job.evaluate_in_mode(model, clean, index, Thresholds.from_dict(thresholds), settings,
+                                      work_dir / "evaluation")  # fmt: skip
 
 
 @task(name="register-model", persist_result=True, cache_policy=RESUMABLE, **TRACKING_RETRIES)

@@ -17,6 +17,7 @@ from steelqc.config import Settings
 from steelqc.inference import Inspector
 from steelqc.monitoring import MonitoringDataError, model_reference
 from steelqc.pyfunc import ModelMetadata, load_inspector
+from steelqc.runtimes import AUTO
 
 #: What MLflow raises when its store cannot be reached (HTTP errors are wrapped; sockets and files are OSError).
 REGISTRY_ERRORS = (MlflowException, OSError)
@@ -35,8 +36,9 @@ def champion_model_uri(settings: Settings, card: dict[str, Any]) -> str:
 
 @st.cache_resource(show_spinner="Loading the champion model…", max_entries=2)
 def cached_inspector(tracking_uri: str, model_uri: str) -> tuple[Inspector, ModelMetadata]:
-    """One loaded model per registry and version for the whole server, shared by every session."""
-    return load_inspector(model_uri)
+    """One loaded model per registry and version for the whole server, shared by every session; it scores
+    with the pyfunc's own choice (``auto``: an export that passed its parity check, else Keras) in its mode."""
+    return load_inspector(model_uri, runtime=AUTO)
 
 
 @st.cache_resource(show_spinner="Loading the champion's reference set…", max_entries=2)

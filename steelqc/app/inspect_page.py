@@ -196,7 +196,7 @@ def render_result(item: Inspected, inspector: Inspector, version: str) -> None:
     y, x = result.worst_patch
     score_col, rule_col = st.columns([1, 3])
     score_col.metric("Worst patch score", f"{result.worst_score:.3f}")
-    score_col.caption(f"at y={y}, x={x} ({inspector.patch_size} px)")
+    score_col.caption(f"at y={y}, x={x} ({inspector.patch_size} px); {inspector.runtime}, {inspector.mode} mode")
     note = hold_band_note(thresholds)
     (rule_col.info if thresholds.t_fail <= thresholds.t_pass else rule_col.markdown)(note)
     heat = patch_heatmap(pixels.shape, result.positions, result.patch_scores, inspector.patch_size)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -57,6 +60,28 @@ def _parse_date(text: str | None, flag: str) -> date | None:
         fail(f"{flag} expects a date like 2026-11-27, got {text!r}")
 
 
+@contextmanager
+def strips_progress() -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar with strips/s for ``inspect_batch`` on a terminal; None (no bar) in logs, pipes and CI."""
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("inspecting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as bar:
+        started, task, finished = time.perf_counter(), bar.add_task("inspect", total=None, rate=""), 0
+
+        def advance(done: int, total: int) -> None:
+            nonlocal finished
+            finished += done
+            rate = finished / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, total=total, completed=finished, rate=f"{rate:.1f} strips/s")
+
+        yield advance
+
+
 @app.command(rich_help_panel=INSPECTION)
 def inspect(
     path: str = typer.Argument(..., help="An image file, a folder of images or an s3://bucket/prefix"),
@@ -95,17 +120,19 @@ def inspect(
         except MonitoringDataError as exc:
             console.print(f"[yellow]warning:[/] {exc}; logging patches without embeddings")
     patch_log = patch_log_of(settings) if log else None
-    result = run_guarded(
-        inspect_batch, inspector, path, out, workers=workers, batch_images=batch_images, patch_log=patch_log,
-        reducer=reducer, image_size=size, endpoint_url=settings.data.s3_endpoint_url, model_version=meta.version,
-        max_image_pixels=settings.data.max_image_pixels,
-        decided_by=DecidedBy(model, meta.version, meta.runtime, card=meta.tags or {}),
-    )  # fmt: skip
+    with strips_progress() as progress:
+        result = run_guarded(
+            inspect_batch, inspector, path, out, workers=workers, batch_images=batch_images, patch_log=patch_log,
+            reducer=reducer, image_size=size, endpoint_url=settings.data.s3_endpoint_url,
+            model_version=meta.version, max_image_pixels=settings.data.max_image_pixels, progress=progress,
+            decided_by=DecidedBy(model, meta.version, meta.runtime, card=meta.tags or {}),
+        )  # fmt: skip
     errors = result.decisions[result.decisions["decision"] == "ERROR"]
     if as_json:
         typer.echo(json.dumps({
             "images": len(result.decisions), "model": model, "version": meta.version, "runtime": meta.runtime,
-            "counts": result.counts, "errors": dict(zip(errors["image"], errors["error"], strict=True)),
+            "mode": inspector.mode, "counts": result.counts,
+            "errors": dict(zip(errors["image"], errors["error"], strict=True)),
             "decisions_csv": str(result.csv_path), "decisions_json": str(result.json_path),
             "overlays": str(out / "overlays"), "patch_log": result.patch_log_file,
             "images_per_second": result.images_per_second,
@@ -113,7 +140,10 @@ def inspect(
         return
     stdout = stdout_console()
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
-    stdout.print(f"{len(result.decisions)} images with {model} (v{meta.version or '-'}, {meta.runtime}): {counts}")
+    stdout.print(
+        f"{len(result.decisions)} images with {model} (v{meta.version or '-'}, {meta.runtime}, "
+        f"{inspector.mode} mode): {counts}"
+    )
     for row in errors.itertuples():
         stdout.print(f"  [red]ERROR[/] {row.image}: {row.error}")
     stdout.print(

@@ -224,7 +224,7 @@ def test_logged_pyfunc_decides_and_registered_version_carries_tags_and_aliases()
     inspector, meta = load_inspector("models:/steelqc-unit@champion")
     assert (meta.name, meta.version, meta.run_id) == ("steelqc-unit", "1", run.info.run_id)
     assert meta.thresholds == crafted and meta.tags["data_hash"] == "abc123"
-    assert meta.geometry == {"patch_size": PATCH, "stride": STRIDE, "pad_mode": "reflect"}
+    assert meta.geometry == {"patch_size": PATCH, "stride": STRIDE, "pad_mode": "reflect", "mode": "patches"}
     assert [r.decision for r in inspector.inspect(images)] == ["PASS", "HOLD", "FAIL"]
 
     from steelqc.monitoring import model_version_of

@@ -121,3 +121,35 @@ def test_pretrained_lite0_trains_in_two_stages_and_its_version_decides(synthetic
         pd.DataFrame({"image": images})
     )
     assert len(decisions) == 2 and set(decisions["decision"]) <= {"PASS", "HOLD", "FAIL"}
+
+
+@pytest.mark.slow
+def test_a_strip_mode_model_is_thresholded_evaluated_and_served_in_strip_mode(synthetic_dataset: Path) -> None:
+    """The mode is the registered model's: thresholds on strip-mode validation scores, the report's agreement
+    with patch mode, the pyfunc and `steelqc evaluate` scoring in strip mode."""
+    strip = [*TINY, "--set", "inference.mode=strip"]  # demo's 256-px patches at 32 px input: 128-px cells
+    trained = CliRunner().invoke(app, ["train", str(synthetic_dataset), "--config", "demo", *strip])
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads(trained.stdout.strip().splitlines()[-1])
+
+    configure_tracking(load_settings("demo"))
+    client = MlflowClient()
+    run = client.get_run(summary["run_id"])
+    assert run.data.params["inference.mode"] == "strip"
+    metrics = run.data.metrics
+    assert 0.0 <= metrics["mode_agreement"] <= 1.0
+    assert metrics["strip_mode_patch_recall"] == pytest.approx(metrics["patch_recall"], abs=1e-9)
+    assert {"patches_mode_patch_recall", "patches_mode_patch_specificity", "mode_max_abs_score_diff"} <= set(metrics)
+
+    uri = f"models:/steelqc/{summary['version']}"
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    assert pyfunc.unwrap_python_model().inspector.mode == "strip"
+    dataset = Dataset.open(str(synthetic_dataset))
+    decisions = pyfunc.predict(pd.DataFrame({"image": [dataset.image_bytes(i) for i in dataset.image_ids[:2]]}))
+    assert all(len(json.loads(s)) == 12 for s in decisions["patch_scores"])  # the patch grid, scored from the strip
+
+    evaluated = CliRunner().invoke(app, ["evaluate", uri, str(synthetic_dataset), "--config", "demo", *TINY])
+    assert evaluated.exit_code == 0, evaluated.output
+    rescored = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    for name in ("patch_recall", "patch_specificity", "image_recall"):
+        assert rescored[name] == pytest.approx(summary[name], abs=1e-9)

@@ -235,3 +235,26 @@ def test_same_images_without_a_log_give_the_same_decisions(model: keras.Model, t
         plain.decisions.drop(columns="patch_scores"), logged.decisions.drop(columns="patch_scores"), atol=1e-6
     )
     assert len(PatchLog(tmp_path / "l").read()) == 3 * 12
+
+
+def test_strip_mode_logs_the_heads_embeddings_and_reports_progress(model: keras.Model, tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"s{i}.png").write_bytes(encode_png(generate_strip(rng)[0]))
+    _, reducer = build_reference(model, extract_patches(generate_strip(rng)[0], 256, 128, "reflect")[0], n_components=4)
+    strip = Inspector(model, _thresholds(0.5, 0.9), 256, 128, "reflect", mode="strip")
+    calls: list[tuple[int, int]] = []
+    log = PatchLog(tmp_path / "log")
+    inspect_batch(strip, folder, tmp_path / "out", batch_images=2, patch_log=log, reducer=reducer,
+                  progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    assert calls == [(2, 5), (2, 5), (1, 5)]
+
+    logged = log.read()
+    assert len(logged) == 5 * 12 and embedding_columns(logged) == ["emb_0", "emb_1", "emb_2", "emb_3"]
+    (s0,) = strip.inspect([read_image(folder / "s0.png")])
+    assert s0.embeddings is not None
+    rows = logged[logged["image"] == "s0.png"].sort_values(["y", "x"])
+    np.testing.assert_allclose(rows["score"], s0.patch_scores, atol=1e-6)
+    np.testing.assert_allclose(rows[embedding_columns(logged)], reducer.transform(s0.embeddings), atol=1e-4)

@@ -138,14 +138,14 @@ def test_export_passes_parity_is_stored_tagged_and_used_by_pyfunc_and_inspect(
     inspect = ["inspect", str(folder), "--out", str(tmp_path / "out"), "--model", f"models:/{NAME}/1",
                "--image-size", "any", "--no-log", *tracking]  # fmt: skip
     used = CliRunner().invoke(app, inspect)
-    assert used.exit_code == 0 and "(v1, openvino)" in used.output, used.output
+    assert used.exit_code == 0 and "(v1, openvino, patches mode)" in used.output, used.output
 
     weights = stored_export("openvino") / "model.bin"
     original = weights.read_bytes()
     try:
         weights.write_bytes(original[: len(original) // 2])  # a truncated copy
         fallen = CliRunner().invoke(app, [*inspect, "--runtime", "openvino"])
-        assert fallen.exit_code == 0 and "(v1, keras)" in fallen.output, fallen.output
+        assert fallen.exit_code == 0 and "(v1, keras, patches mode)" in fallen.output, fallen.output
         assert "model.bin does not match its checksum" in fallen.output and "scoring with keras" in fallen.output
     finally:
         weights.write_bytes(original)
@@ -188,3 +188,36 @@ def test_a_version_logged_before_exports_scores_with_keras_and_is_not_exported(
     assert meta.runtime == "keras"
     refused = CliRunner().invoke(app, ["export", f"models:/{NAME}/{version}", *tracking])
     assert refused.exit_code == 2 and "was logged before exports" in refused.output
+
+
+def test_a_strip_mode_version_exports_checks_parity_and_scores_in_strip_mode(
+    tracking: list[str], registry: Settings, generated: tuple[Dataset, pd.DataFrame]
+) -> None:
+    """The mode is the version's: its export is the backbone for any image size, checked and used in strip mode."""
+    dataset, index = generated
+    val_images = [dataset.load_image(i) for i in index.loc[index["split"] == "val", "image_id"].unique()]
+    keras.utils.set_random_seed(1)
+    model = build_model(registry.model, 32)
+    score = model.get_layer("score")
+    score.set_weights([w * 40 for w in score.get_weights()])
+    probe = Inspector(model, Thresholds(0.5, 0.9, 1, 1, 1, 0.5, 1, 1, True, "probe"), 32, 32, "reflect", mode="strip")
+    thresholds = thresholds_between(np.concatenate([r.patch_scores for r in probe.inspect(val_images)]))
+    with mlflow.start_run(experiment_id=ensure_experiment(registry, "export")):
+        mlflow.set_tags({"work_dir": str(registry.state_dir / "work"), "dataset_source": dataset.root})
+        info = log_pyfunc_model(model, thresholds, registry.patches, val_images[0], "strip")
+    version = register_version(info.model_uri, NAME, {}).version
+    uri = f"models:/{NAME}/{version}"
+
+    result = CliRunner().invoke(app, ["export", uri, "--format", "onnx", *tracking])
+    assert result.exit_code == 0, result.output
+    tags = mlflow.MlflowClient().get_model_version(NAME, str(version)).tags
+    assert tags["export.onnx.parity"] == "passed" and tags["export.onnx.mode"] == "strip"
+    keras_inspector, meta = load_inspector(uri)
+    assert keras_inspector.mode == "strip" and meta.geometry["mode"] == "strip"
+    exported_inspector, meta = load_inspector(uri, runtime="auto")
+    assert meta.runtime == "onnx" and exported_inspector.mode == "strip"
+    images = [dataset.load_image(i) for i in index.loc[index["split"] == "test", "image_id"].unique()]
+    expected, got = keras_inspector.inspect(images), exported_inspector.inspect(images)
+    assert [r.decision for r in got] == [r.decision for r in expected]
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_allclose(a.patch_scores, b.patch_scores, atol=1e-4)

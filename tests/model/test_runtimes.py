@@ -20,6 +20,7 @@ from steelqc.runtimes import (
     export_runtime,
     load_runtime,
 )
+from steelqc.strip import HEAD_FILE, StripModel
 from steelqc.thresholds import Thresholds
 
 from tiny_model_data import thresholds_between
@@ -46,10 +47,17 @@ def exports(model: keras.Model, tmp_path_factory: pytest.TempPathFactory) -> dic
     return {fmt: export_runtime(model, fmt, root / fmt) for fmt in EXPORT_FORMATS}
 
 
-def inspector(model: object, thresholds: Thresholds | None = None) -> Inspector:
+@pytest.fixture(scope="module")
+def strip_exports(model: keras.Model, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("strip-exports")
+    return {fmt: export_runtime(model, fmt, root / fmt, mode="strip") for fmt in EXPORT_FORMATS}
+
+
+def inspector(model: object, thresholds: Thresholds | None = None, mode: str = "patches") -> Inspector:
     return Inspector(
-        model, thresholds or Thresholds(0.5, 0.9, 1, 1, 1, 0.5, 1, 1, True, "test"), PATCH, STRIDE, "reflect"
-    )
+        model, thresholds or Thresholds(0.5, 0.9, 1, 1, 1, 0.5, 1, 1, True, "test"), PATCH, STRIDE, "reflect",
+        mode=mode,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
@@ -64,6 +72,55 @@ def test_export_load_score_round_trip_equals_keras(
         assert np.max(np.abs(ref.patch_scores - got.patch_scores)) <= TOLERANCE
         assert list(ref.patch_decisions) == list(got.patch_decisions) and ref.decision == got.decision
     assert {d for r in reference for d in r.patch_decisions} == {"PASS", "HOLD", "FAIL"}
+
+
+@pytest.mark.parametrize("fmt", EXPORT_FORMATS)
+def test_strip_mode_export_round_trip_equals_keras_on_strips_of_any_size(
+    fmt: str, model: keras.Model, strips: list[np.ndarray], strip_exports: dict[str, Path]
+) -> None:
+    """One graph for every image size (dynamic height and width), the whole-image resize inside it."""
+    exported = load_runtime(strip_exports[fmt])
+    assert isinstance(exported, StripModel) and exported.runtime == fmt and exported.cell == STRIDE
+    images = [*strips, strips[1][:200, :777]]
+    probe = inspector(model, mode="strip").inspect(images)
+    chosen = thresholds_between(np.concatenate([r.patch_scores for r in probe]))
+    reference = inspector(model, chosen, "strip").inspect(images)
+    candidate = inspector(exported, chosen, "strip").inspect(images)
+    for ref, got in zip(reference, candidate, strict=True):
+        assert ref.positions == got.positions
+        assert np.max(np.abs(ref.patch_scores - got.patch_scores)) <= TOLERANCE
+        assert list(ref.patch_decisions) == list(got.patch_decisions) and ref.decision == got.decision
+        assert ref.embeddings is not None and got.embeddings is not None
+        np.testing.assert_allclose(ref.embeddings, got.embeddings, atol=1e-4)
+    assert {d for r in reference for d in r.patch_decisions} == {"PASS", "HOLD", "FAIL"}
+
+
+def test_an_export_made_for_the_other_mode_is_not_used(
+    exports: dict[str, Path], strip_exports: dict[str, Path]
+) -> None:
+    exported, note = choose_runtime(strip_exports["onnx"].parent, "auto", "patches")
+    assert exported is None and note is not None
+    assert "the onnx export scores in strip mode, the model in patches mode" in note
+    assert note.endswith("scoring with keras")
+    exported, note = choose_runtime(strip_exports["onnx"].parent, "auto", "strip")
+    assert isinstance(exported, StripModel) and exported.runtime == "onnx" and note is None
+    exported, note = choose_runtime(exports["onnx"].parent, "onnx", "strip")
+    assert exported is None and note is not None and "scores in patches mode, the model in strip mode" in note
+
+
+def test_a_corrupted_strip_export_falls_back_to_keras_with_the_reason(
+    strip_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(strip_exports["onnx"], tmp_path / "onnx"))
+    head = folder / HEAD_FILE
+    data = bytearray(head.read_bytes())
+    data[-20] ^= 0xFF  # inside the head's weights: NumPy would load it and score with it
+    head.write_bytes(bytes(data))
+    exported, note = choose_runtime(tmp_path, "auto", "strip")
+    assert exported is None and note is not None
+    assert f"{HEAD_FILE} does not match its checksum" in note and note.endswith("scoring with keras")
 
 
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
