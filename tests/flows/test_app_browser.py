@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import itertools
-import json
 import shutil
 import subprocess
 import sys
@@ -16,11 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from websockets.sync.client import connect
 
+from browser import CHROMIUM, chromium_page
 from servers import free_port, stop
 
-CHROMIUM = Path("/usr/bin/chromium")
 DECISIONS = ("PASS", "HOLD", "FAIL")
 
 pytestmark = [
@@ -65,42 +62,9 @@ def app_url(tiny_champion_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         log.close()
 
 
-class DevTools:
-    """The few Chrome DevTools protocol calls the test needs, over the page's websocket."""
-
-    def __init__(self, ws_url: str) -> None:
-        self.ws = connect(ws_url, max_size=None, open_timeout=20)
-        self.ids = itertools.count(1)
-
-    def call(self, method: str, **params: object) -> dict:
-        message_id = next(self.ids)
-        self.ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
-        while True:
-            reply = json.loads(self.ws.recv(timeout=60))
-            if reply.get("id") == message_id:
-                assert "error" not in reply, reply
-                return reply["result"]
-
-    def text(self) -> str:
-        reply = self.call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)
-        return str(reply["result"].get("value", ""))
-
-
 def test_browser_sees_a_decision_on_a_demo_image(app_url: str, tmp_path: Path) -> None:
-    debug_port = free_port()
-    browser = subprocess.Popen(
-        [
-            str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium'}", f"--remote-debugging-port={debug_port}",
-            "--remote-debugging-address=127.0.0.1", "--window-size=1400,1100", app_url,
-        ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        targets = json.loads(wait_for_http(f"http://127.0.0.1:{debug_port}/json/list", 30, browser))
-        page = next(t for t in targets if t["type"] == "page")
-        tools = DevTools(page["webSocketDebuggerUrl"])
+    with chromium_page(tmp_path / "chromium") as tools:
+        tools.call("Page.navigate", url=app_url)
         deadline, text = time.monotonic() + 180, ""
         while time.monotonic() < deadline and "Worst patch score" not in text:
             time.sleep(1)
@@ -110,9 +74,6 @@ def test_browser_sees_a_decision_on_a_demo_image(app_url: str, tmp_path: Path) -
         assert any(line.strip() in DECISIONS for line in text.splitlines()), text[:2000]
         time.sleep(2)  # let the heatmap image finish painting
         shot = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
-        tools.ws.close()
-    finally:
-        stop(browser)
     path = tmp_path / "app.png"
     path.write_bytes(shot)
     pixels = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
