@@ -66,10 +66,7 @@ class RegistryClaim(DecisionLock):
         deadline = time.monotonic() + wait_s
         while True:
             read_at = time.monotonic()
-            if self._holder() in (None, self.token):
-                self.client.set_registered_model_tag(
-                    self.model_name, CLAIM_TAG, f"{self.token} {time.time() + self.lease_s:.3f}"
-                )
+            if self._holder() in (None, self.token) and self._write_claim():
                 if time.monotonic() - read_at < self.settle_s:  # a slower write may have crossed a rival's wait
                     time.sleep(self.settle_s)
                     if self._holder() == self.token:
@@ -80,6 +77,22 @@ class RegistryClaim(DecisionLock):
                     f"(model tag {CLAIM_TAG}) for over {wait_s:g} s; try again"
                 )
             time.sleep(self.settle_s * random.uniform(0.5, 1.5))
+
+    def _write_claim(self) -> bool:
+        """Write our token; False when a rival's first claim won the same instant.
+
+        The store keeps one row per (model, tag): two first claims at once are two INSERTs, and the database
+        refuses the second (an MlflowException, e.g. SQLite's UNIQUE constraint behind a server's 400).
+        """
+        try:
+            self.client.set_registered_model_tag(
+                self.model_name, CLAIM_TAG, f"{self.token} {time.time() + self.lease_s:.3f}"
+            )
+        except MlflowException:
+            if self._holder() in (None, self.token):
+                raise
+            return False
+        return True
 
     def confirm(self) -> None:
         if self._holder() != self.token:

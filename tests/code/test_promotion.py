@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,32 @@ def test_registry_claim_is_exclusive_and_expires(settings: Settings, tmp_path: P
         second.confirm()
     second.release()  # not its claim any more: left alone
     assert client.get_registered_model(name).tags[CLAIM_TAG].startswith(first.token)
+
+
+def test_a_first_claim_refused_because_a_rival_wrote_it_the_same_instant_waits_its_turn(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Two first claims at once are two INSERTs of one tag row: the store refuses the second (seen against a
+    real server on SQLite: a 400 'UNIQUE constraint failed'). The loser waits instead of failing."""
+    from mlflow.exceptions import MlflowException
+
+    from steelqc.promotion_lock import CLAIM_TAG, DecisionBusyError, RegistryClaim
+
+    _new_version(settings, tmp_path)
+    name = settings.tracking.registered_model
+    rival = RegistryClaim(MlflowClient(settings.mlflow_tracking_uri), name, settle_s=0.2)
+
+    class RacedClient(MlflowClient):
+        def set_registered_model_tag(self, name: str, key: str, value: object) -> None:
+            rival.client.set_registered_model_tag(name, key, f"{rival.token} {time.time() + 60:.3f}")
+            raise MlflowException("UNIQUE constraint failed: registered_model_tags.key")
+
+    loser = RegistryClaim(RacedClient(settings.mlflow_tracking_uri), name, settle_s=0.2)
+    with pytest.raises(DecisionBusyError, match="held the registry claim"):
+        loser.acquire(wait_s=1)
+    assert MlflowClient(settings.mlflow_tracking_uri).get_registered_model(name).tags[CLAIM_TAG].startswith(
+        rival.token
+    )
 
 
 def test_unknown_version(settings: Settings, tmp_path: Path) -> None:
