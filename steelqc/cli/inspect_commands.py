@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -21,6 +20,7 @@ from steelqc.cli._app import (
     console,
     exit_for,
     fail,
+    progress_bar,
     run_guarded,
     settings_from_cli,
     stdout_console,
@@ -61,23 +61,15 @@ def _parse_date(text: str | None, flag: str) -> date | None:
 
 
 @contextmanager
-def strips_progress() -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar with strips/s for ``inspect_batch`` on a terminal; None (no bar) in logs, pipes and CI."""
-    if not console.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("inspecting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=console, transient=True) as bar:
-        started, task, finished = time.perf_counter(), bar.add_task("inspect", total=None, rate=""), 0
+def strips_progress() -> Iterator[Callable[[int, int], None]]:
+    """The CLI's progress bar (strips/s, terminal only) fed by ``inspect_batch``, which reports each group's count."""
+    with progress_bar("inspecting", unit="strips") as update:
+        finished = 0
 
         def advance(done: int, total: int) -> None:
             nonlocal finished
             finished += done
-            rate = finished / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, total=total, completed=finished, rate=f"{rate:.1f} strips/s")
+            update(finished, total)
 
         yield advance
 
