@@ -11,11 +11,19 @@ strip), alternating within every round so a change in the shared machine's load 
 Targets (issue 14): strip mode (Keras, end to end) ≥ 2.5 × (b); the best exported runtime's forward ≥ 2.5 × Keras'
 forward in the same mode; strip mode on the best runtime end to end ≥ 5 × (b) and ≥ 0.9 × its own (a). Rates are
 the best round of ``--rounds`` after a warm-up round (the median beside it); the load average is printed with
-them. The model has random weights (speed does not depend on them); thresholds are set so about a fifth of the
-images get overlays.
+them.
+
+What the runtimes can reach is bounded by the CPU's float32 throughput: the run also times a 2048² sgemm in
+NumPy and prints the patch mode forward rates as a share of that ceiling (the backbone's multiply-adds per
+patch counted from its layers). ``--bf16`` adds OpenVINO computing in bf16, for reference only (exports always
+compute in f32), with its largest score difference from Keras.
+
+The model has random weights (speed does not depend on them); thresholds are set so about a fifth of the images
+get overlays.
 
     .venv/bin/python bench/inspect.py [--images 24] [--backbone efficientnet_lite0|small_cnn|efficientnetb0]
         [--runtimes keras,onnx,openvino] [--modes patches,strip] [--workers 2] [--batch-images 8] [--rounds 3]
+        [--bf16]
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from steelqc.config import PATCHES, STRIP, ModelSettings, PatchSettings  # noqa:
 from steelqc.data.images import encode_jpeg, read_image  # noqa: E402
 from steelqc.data.synth import generate_strip  # noqa: E402
 from steelqc.inference import Inspector  # noqa: E402
-from steelqc.model import build_model, preprocess_patches  # noqa: E402
+from steelqc.model import BACKBONE_LAYER, build_model, preprocess_patches  # noqa: E402
 from steelqc.patches import extract_patches  # noqa: E402
 from steelqc.runtimes import KERAS, RUNTIMES, export_runtime, load_runtime  # noqa: E402
 from steelqc.strip import StripModel, keras_strip_model, pad_strip, strip_layout  # noqa: E402
@@ -67,6 +75,40 @@ def alternating_times(rounds: int, runs: Sequence[Callable[[], object]]) -> list
     return times
 
 
+def multiply_adds_per_patch(model: object) -> int:
+    """Multiply-adds of one patch through the model's convolutions and dense layers (the rest is negligible)."""
+    import keras
+
+    total = 0
+    for layer in model.get_layer(BACKBONE_LAYER).layers + model.layers:  # type: ignore[attr-defined]
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            total += int(np.prod(layer.output.shape[1:])) * int(np.prod(layer.kernel_size))
+        elif isinstance(layer, keras.layers.Conv2D):
+            total += int(np.prod(layer.output.shape[1:])) * int(np.prod(layer.kernel_size)) * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(layer.input.shape[-1]) * layer.units
+    return total
+
+
+def sgemm_multiply_adds_per_second(size: int = 2048, repeats: int = 8) -> float:
+    """The CPU's float32 ceiling as NumPy's BLAS reaches it: multiply-adds/s of a ``size``² matrix product."""
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    a @ a
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    return size**3 * repeats / (time.perf_counter() - started)
+
+
+def openvino_bf16(model: object, folder: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The patch model on OpenVINO computing in bf16 (the CPU plugin's default where the CPU has it): scores."""
+    import openvino as ov
+
+    exported = export_runtime(model, "openvino", folder)
+    compiled = ov.Core().compile_model(exported / "model.xml", "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    return lambda x: np.asarray(compiled(x)[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=24)
@@ -81,6 +123,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="patches per model call (patch mode)")
     parser.add_argument("--strips-per-call", type=int, default=4, help="strips per backbone call (strip mode)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true", help="also time OpenVINO in bf16 (reference, never exported)")
     args = parser.parse_args()
     runtimes = [name.strip() for name in args.runtimes.split(",")]
     modes = [mode.strip() for mode in args.modes.split(",")]
@@ -153,7 +196,16 @@ def main() -> None:
             *((f"(a) forward, {m}, {r}", forward(r, m), None) for r, m in arms),
             *((f"    end to end, {m}, {r}", end_to_end(r, m), (r, m)) for r, m in arms),
         ]
+        bf16_diff = None
+        if args.bf16:
+            bf16 = openvino_bf16(model, Path(tmp) / "openvino-bf16")
+            bf16_scores = [bf16(patch_tensors[i : i + 256]).ravel() for i in range(0, len(patch_tensors), 256)]
+            bf16_diff = float(np.max(np.abs(np.concatenate(bf16_scores) - scores)))
+            bf16_calls = range(0, len(patch_tensors), args.batch_size)
+            rows.append(("(a) forward, patches, openvino bf16",
+                         lambda: [bf16(patch_tensors[i : i + args.batch_size]) for i in bf16_calls], None))  # fmt: skip
         times = alternating_times(args.rounds, [run for _, run, _ in rows])
+        ceiling = sgemm_multiply_adds_per_second() / multiply_adds_per_patch(model)
 
     best = [args.images / min(t) for t in times]
     median = [args.images / statistics.median(t) for t in times]
@@ -172,6 +224,20 @@ def main() -> None:
     def verdict(value: float, target: float) -> str:
         return f"{value:.2f} (target >= {target}): {'met' if value >= target else f'MISSED by {target - value:.2f}'}"
 
+    patches_per_strip = len(patches) // args.images
+    print(f"float32 ceiling: {ceiling:.0f} patches/s = {ceiling / patches_per_strip:.2f} strips/s in patch mode "
+          "(2048² sgemm in NumPy, same run, over the counted multiply-adds per patch)")  # fmt: skip
+    if PATCHES in modes:
+        for r in runtimes:
+            print(f"  patches, {r}: {forward_rate[(r, PATCHES)] * patches_per_strip / ceiling:.0%} of the ceiling")
+        needed = TARGET_RUNTIME_VS_KERAS * forward_rate[(KERAS, PATCHES)] * patches_per_strip
+        print(f"  {TARGET_RUNTIME_VS_KERAS} x keras' forward: {needed:.0f} patches/s = {needed / ceiling:.0%} of it")
+    if bf16_diff is not None:
+        rate = best[-1]
+        print(
+            f"openvino bf16 (reference, not an export): {rate:.2f} strips/s = "
+            f"{rate / forward_rate[(KERAS, PATCHES)]:.2f}x keras' forward; max |score - keras| {bf16_diff:.1e}"
+        )
     e2e = {arm: best[1 + len(arms) + i] for i, arm in enumerate(arms)}
     if STRIP in modes:
         print(f"strip mode, keras, end to end / (b) = {verdict(e2e[(KERAS, STRIP)] / seed, TARGET_STRIP_VS_SEED)}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from steelqc.batch_report import write_batch_report
+from steelqc.batch_report import WORST_SHOWN, write_batch_report
 from steelqc.config import PATCHES, STRIP
 from steelqc.data.errors import DataError, DatasetError
 from steelqc.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, decode_image_bytes, encode_png
@@ -38,6 +40,8 @@ DECISION_COLUMNS = ("image", "decision", "worst_score", "worst_patch_y", "worst_
 #: Which model decided, with which thresholds and how, and when: the same on every row of a batch.
 PROVENANCE_COLUMNS = ("decided_at", "model_uri", "model_version", "runtime", "mode", "t_pass", "t_fail")
 OVERLAY_DIR = "overlays"
+MAX_ERRORS_KEPT = 100  # ERROR rows a BatchResult carries for the summary; every one is in decisions.csv
+PATCH_LOG_ROWS_PER_FILE = 100_000  # patch-log rows held in memory before they are staged to a local file
 
 
 @dataclass(frozen=True)
@@ -52,20 +56,43 @@ class DecidedBy:
 
 @dataclass
 class BatchResult:
-    """What one batch run decided and where it wrote it."""
+    """What one batch run decided and where it wrote it; the rows themselves are in the files, not here."""
 
-    decisions: pd.DataFrame  # DECISION_COLUMNS + PROVENANCE_COLUMNS, one row per image in source order
     csv_path: Path
     json_path: Path
-    overlays: list[Path]
+    images: int
     seconds: float
-    patch_log_file: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (image, reason): the first MAX_ERRORS_KEPT
+    overlay_count: int = 0
+    patch_log_files: list[str] = field(default_factory=list)
     report_path: Path | None = None
 
     @property
     def images_per_second(self) -> float:
-        return len(self.decisions) / self.seconds if self.seconds > 0 else math.inf
+        return self.images / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def decisions(self) -> pd.DataFrame:
+        """``decisions.csv`` read back (DECISION_COLUMNS + PROVENANCE_COLUMNS, one row per image, source order)."""
+        return read_decisions(self.csv_path)
+
+    @property
+    def overlays(self) -> list[Path]:
+        """The overlay files of this batch's HOLD and FAIL images, in source order."""
+        flagged = self.decisions[self.decisions["decision"].isin([HOLD, FAIL])]
+        return [overlay_path(self.csv_path.parent, str(name)) for name in flagged["image"]]
+
+
+def read_decisions(csv_path: str | Path) -> pd.DataFrame:
+    """A ``decisions.csv`` as written: an empty ``error`` (or ``reason``) is an empty string, versions are text."""
+    frame = pd.read_csv(csv_path, dtype={"model_version": str, "model_uri": str, "error": str, "reason": str})
+    text = [column for column in ("error", "reason", "model_uri") if column in frame]
+    return frame.fillna(dict.fromkeys(text, "")).astype({"worst_patch_y": "Int64", "worst_patch_x": "Int64"})
+
+
+def overlay_path(out_dir: Path, image: str) -> Path:
+    return out_dir / OVERLAY_DIR / f"{image}.overlay.png"
 
 
 @dataclass
@@ -192,8 +219,9 @@ def inspect_batch(
     of images with the number of images just finished and the total.
 
     Memory stays bounded on any number of images: at most ``2 × workers`` images are decoded ahead of
-    the model, and ``batch_images`` are scored at a time; what grows is one decision row per image (and
-    the patch-log rows when logging, appended at the end so a retried run never logs twice).
+    the model, ``batch_images`` are scored at a time, and each group's decisions are written out before the
+    next is scored. Patch-log rows are staged to local parquet files and appended to the log only when the
+    batch has finished, so a failed or retried run never logs its patches twice.
     """
     if workers < 1 or batch_images < 1:
         raise ValueError("workers and batch_images must be at least 1")
@@ -210,48 +238,154 @@ def inspect_batch(
         if recorder is not None
         else inspector
     )
-    rows: list[dict[str, object]] = []
-    overlays: dict[str, Path] = {}
-    logged: list[pd.DataFrame] = []
+    columns = [*DECISION_COLUMNS, *map(str, NOVELTY_COLUMNS)] if inspector.novelty is not None else [*DECISION_COLUMNS]
+    summary = _Summary()
     geometry = (inspector.patch_size, inspector.stride, inspector.pad_mode) if patch_log is not None else None
     loaded = ordered_parallel_map(
         lambda name: _load(storage, name, image_size, geometry, max_image_pixels), names, workers
     )
-    for group in _groups(loaded, batch_images):
-        good = [item for item in group if item.pixels is not None]
-        results = scorer.inspect([item.pixels for item in good if item.pixels is not None])
-        embeddings = recorder.take() if recorder is not None else None
-        if want_embeddings and inspector.mode == STRIP and results:
-            embeddings = np.concatenate([r.embeddings for r in results if r.embeddings is not None])
-        if patch_log is not None:
-            frame = _log_frame(good, results, embeddings, reducer)
-            logged.append(frame.assign(model_version=model_version) if model_version is not None else frame)
-        in_order = iter(results)
-        for item in group:
-            if item.pixels is None:
-                rows.append(_error_row(item))
-                continue
-            result = next(in_order)
-            rows.append({"image": item.name, **result_record(result), "error": ""})
-            if result.decision in (HOLD, FAIL):
-                path = out / OVERLAY_DIR / f"{item.name}.overlay.png"
-                path.write_bytes(encode_png(heatmap_overlay(item.pixels, result, inspector.patch_size)))
-                overlays[item.name] = path
-        if progress is not None:
-            progress(len(group), len(names))
-    columns = [*DECISION_COLUMNS, *NOVELTY_COLUMNS] if inspector.novelty is not None else list(DECISION_COLUMNS)
-    decisions = pd.DataFrame(rows, columns=columns)
-    decisions[["worst_patch_y", "worst_patch_x"]] = decisions[["worst_patch_y", "worst_patch_x"]].astype("Int64")
-    decisions = decisions.assign(**_provenance(decided_by, inspector, decided_at))
-    csv_path, json_path = _write_decisions(decisions, out)
-    # Appended last and once: a retried run rewrites the decisions but never logs its patches twice.
-    log_file = patch_log.append(pd.concat(logged, ignore_index=True)) if patch_log is not None and logged else None
-    counts = {k: int((decisions["decision"] == k).sum()) for k in (PASS, HOLD, FAIL, ERROR)}
-    report = write_batch_report(decisions, overlays, out, decided_by.card if decided_by else None)
+    with (
+        _DecisionFiles(out, columns, _provenance(decided_by, inspector, decided_at)) as files,
+        _StagedPatchLog(patch_log) as staged,
+    ):
+        for group in _groups(loaded, batch_images):
+            good = [item for item in group if item.pixels is not None]
+            results = scorer.inspect([item.pixels for item in good if item.pixels is not None])
+            embeddings = recorder.take() if recorder is not None else None
+            if want_embeddings and inspector.mode == STRIP and results:
+                embeddings = np.concatenate([r.embeddings for r in results if r.embeddings is not None])
+            if patch_log is not None:
+                frame = _log_frame(good, results, embeddings, reducer)
+                staged.add(frame.assign(model_version=model_version) if model_version is not None else frame)
+            rows: list[dict[str, object]] = []
+            in_order = iter(results)
+            for item in group:
+                if item.pixels is None:
+                    rows.append(_error_row(item))
+                    continue
+                result = next(in_order)
+                rows.append({"image": item.name, **result_record(result), "error": ""})
+                if result.decision in (HOLD, FAIL):
+                    path = overlay_path(out, item.name)
+                    path.write_bytes(encode_png(heatmap_overlay(item.pixels, result, inspector.patch_size)))
+            summary.add(files.write(rows))
+            if progress is not None:
+                progress(len(group), len(names))
+        # Appended last: a run that fails before here rewrites its decisions on retry but logged nothing.
+        log_files = staged.commit()
+    shown = summary.shown()
+    overlays = {str(r.image): overlay_path(out, str(r.image)) for r in shown.itertuples() if r.decision in (HOLD, FAIL)}
+    report = write_batch_report(shown, summary.counts, overlays, out, decided_by.card if decided_by else None)
     return BatchResult(
-        decisions, csv_path, json_path, list(overlays.values()), time.perf_counter() - started, log_file, counts,
-        report,
-    )
+        files.csv_path, files.json_path, len(names), time.perf_counter() - started, summary.counts,
+        summary.errors, summary.flagged, log_files, report,
+    )  # fmt: skip
+
+
+class _Summary:
+    """What a batch keeps of its rows while they stream to disk: counts, the first ERROR rows, the worst images."""
+
+    def __init__(self) -> None:
+        self.counts = {k: 0 for k in (PASS, HOLD, FAIL, ERROR)}
+        self.errors: list[tuple[str, str]] = []
+        self.flagged = 0
+        self._worst = pd.DataFrame()
+        self._error_rows = pd.DataFrame()
+
+    def add(self, rows: pd.DataFrame) -> None:
+        for decision, n in rows["decision"].value_counts().items():
+            self.counts[str(decision)] += int(n)
+        self.flagged += int(rows["decision"].isin([HOLD, FAIL]).sum())
+        failed = rows[rows["decision"] == ERROR]
+        room = MAX_ERRORS_KEPT - len(self.errors)
+        self.errors += [(str(r.image), str(r.error)) for r in failed.head(room).itertuples()]
+        self._error_rows = pd.concat([self._error_rows, failed.head(room)]) if room > 0 else self._error_rows
+        scored = pd.concat([self._worst, rows[rows["decision"] != ERROR]])
+        self._worst = scored.nlargest(WORST_SHOWN, "worst_score", keep="first")
+
+    def shown(self) -> pd.DataFrame:
+        """The rows a report lists: the highest-scoring images, then the kept ERROR rows."""
+        return pd.concat([self._worst, self._error_rows], ignore_index=True)
+
+
+class _DecisionFiles:
+    """``decisions.csv`` and ``decisions.json`` written a group of rows at a time under temporary names, and
+    put in place only when the batch completes: a failed batch leaves the previous run's files as they were."""
+
+    def __init__(self, out: Path, columns: Sequence[str], provenance: Mapping[str, object]) -> None:
+        self.csv_path, self.json_path = out / "decisions.csv", out / "decisions.json"
+        self.columns, self.provenance = list(columns), provenance
+        self._partial = {path: path.with_name(path.name + ".partial") for path in (self.csv_path, self.json_path)}
+        self._rows = 0
+
+    def __enter__(self) -> _DecisionFiles:
+        self._csv = self._partial[self.csv_path].open("w", newline="", encoding="utf-8")
+        self._json = self._partial[self.json_path].open("w", encoding="utf-8")
+        self._json.write("[")
+        return self
+
+    def write(self, rows: list[dict[str, object]]) -> pd.DataFrame:
+        """Append ``rows`` (with the batch's provenance) to both files; the rows as written."""
+        frame = pd.DataFrame(rows, columns=self.columns)
+        frame[["worst_patch_y", "worst_patch_x"]] = frame[["worst_patch_y", "worst_patch_x"]].astype("Int64")
+        frame = frame.assign(**self.provenance)
+        frame.to_csv(self._csv, index=False, header=self._rows == 0)
+        for row in frame.to_dict(orient="records"):
+            row["patch_scores"] = json.loads(str(row["patch_scores"]))
+            record = {k: None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v for k, v in row.items()}
+            separator = "\n" if self._rows == 0 else ",\n"
+            self._json.write(separator + textwrap.indent(json.dumps(record, indent=2, default=int), "  "))
+            self._rows += 1
+        return frame
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._json.write("\n]" if self._rows else "]")
+        self._csv.close()
+        self._json.close()
+        for final, partial in self._partial.items():
+            if kind is None:
+                partial.replace(final)
+            else:
+                partial.unlink(missing_ok=True)
+
+
+class _StagedPatchLog:
+    """Patch-log rows held back until the batch completes: in memory up to :data:`PATCH_LOG_ROWS_PER_FILE`
+    rows, beyond that in local parquet files, appended to the log (one file each) by :meth:`commit`."""
+
+    def __init__(self, log: PatchLog | None) -> None:
+        self.log = log
+        self._held: list[pd.DataFrame] = []
+        self._staged: list[Path] = []
+
+    def __enter__(self) -> _StagedPatchLog:
+        self._folder = tempfile.TemporaryDirectory(prefix="steelqc-patch-log-")
+        return self
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        self._held.append(frame)
+        if sum(len(f) for f in self._held) >= PATCH_LOG_ROWS_PER_FILE:
+            self._stage()
+
+    def _stage(self) -> None:
+        path = Path(self._folder.name) / f"part-{len(self._staged):05d}.parquet"
+        pd.concat(self._held, ignore_index=True).to_parquet(path, index=False)
+        self._staged.append(path)
+        self._held = []
+
+    def commit(self) -> list[str]:
+        """Append every staged row to the log; the files written there."""
+        if self.log is None:
+            return []
+        if self._held:
+            self._stage()
+        written = [self.log.append(pd.read_parquet(path)) for path in self._staged]
+        return [uri for uri in written if uri is not None]
+
+    def __exit__(self, *_: object) -> None:
+        self._folder.cleanup()
 
 
 def _provenance(decided_by: DecidedBy | None, inspector: Inspector, decided_at: str) -> dict[str, object]:
@@ -285,16 +419,3 @@ def _log_frame(
         frame[NOVELTY_COLUMN] = np.concatenate([r.patch_novelty for r in results if r.patch_novelty is not None])
         frame[NOVEL_COLUMN] = np.concatenate([r.novel for r in results if r.novel is not None])
     return frame
-
-
-def _write_decisions(decisions: pd.DataFrame, out: Path) -> tuple[Path, Path]:
-    csv_path, json_path = out / "decisions.csv", out / "decisions.json"
-    decisions.to_csv(csv_path, index=False)
-    records = []
-    for row in decisions.to_dict(orient="records"):
-        row["patch_scores"] = json.loads(row["patch_scores"])
-        records.append(
-            {k: (None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v) for k, v in row.items()}
-        )
-    json_path.write_text(json.dumps(records, indent=2, default=int))
-    return csv_path, json_path

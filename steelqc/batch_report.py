@@ -45,11 +45,11 @@ def _table(rows: list[tuple[str, str]], header: tuple[str, str] | None = None) -
     return f"<table>{head}{body}</table>"
 
 
-def _counts(decisions: pd.DataFrame) -> str:
-    total = max(len(decisions), 1)
+def _counts(counts: Mapping[str, int]) -> str:
+    total = max(sum(counts.values()), 1)
     rows = []
     for decision in DECISION_COLOURS:
-        n = int((decisions["decision"] == decision).sum())
+        n = int(counts.get(decision, 0))
         rows.append(f"<tr><td>{_badge(decision)}</td><td class='num'>{n}</td><td class='num'>{n / total:.0%}</td></tr>")
     return f"<table><tr><th>decision</th><th>images</th><th>share</th></tr>{''.join(rows)}</table>"
 
@@ -100,35 +100,42 @@ def _worst(decisions: pd.DataFrame, overlays: Mapping[str, Path], out_dir: Path)
     return "".join(blocks)
 
 
-def _errors(decisions: pd.DataFrame) -> str:
+def _errors(decisions: pd.DataFrame, total: int) -> str:
     errors = decisions[decisions["decision"] == "ERROR"]
     if errors.empty:
         return "<p>None.</p>"
     rows = "".join(
         f"<tr><td>{escape(str(r.image))}</td><td>{escape(str(r.error))}</td></tr>" for r in errors.itertuples()
     )
-    return f"<table><tr><th>image</th><th>reason</th></tr>{rows}</table>"
+    more = f"<p class='note'>and {total - len(errors)} more in decisions.csv</p>" if total > len(errors) else ""
+    return f"<table><tr><th>image</th><th>reason</th></tr>{rows}</table>{more}"
 
 
 def write_batch_report(
-    decisions: pd.DataFrame, overlays: Mapping[str, Path], out_dir: Path, card: Mapping[str, str] | None = None
+    shown: pd.DataFrame,
+    counts: Mapping[str, int],
+    overlays: Mapping[str, Path],
+    out_dir: Path,
+    card: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``out_dir/report.html`` for ``decisions`` (a batch's rows, provenance columns included).
+    """Write ``out_dir/report.html`` for a batch whose images per decision are ``counts``.
 
-    ``overlays`` maps image names to their overlay files inside ``out_dir``; ``card`` holds the registered
-    version's tags (test metrics, gate verdict, lineage) shown on the model card.
+    ``shown`` holds the rows the page lists (provenance columns included): the highest-scoring images and
+    ERROR rows, not the whole batch, so a batch of any length makes the same small page. ``overlays`` maps
+    image names to their overlay files inside ``out_dir``; ``card`` holds the registered version's tags (test
+    metrics, gate verdict, lineage) shown on the model card.
     """
-    total = len(decisions)
+    total = sum(counts.values())
     html = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>steelqc batch inspection: {total} images</title>
 <style>{_STYLE}</style></head><body>
 <h1>Batch inspection: {total} images</h1>
 <p class="note">Decisions in <a href="decisions.csv">decisions.csv</a> and <a href="decisions.json">decisions.json</a>;
 an image's decision is its worst patch's (PASS below t_pass, FAIL from t_fail, HOLD between).</p>
-<h2>Decisions</h2>{_counts(decisions)}
-<h2>Model card</h2>{_model_card(decisions, card or {})}
-<h2>Worst images (highest score first, at most {WORST_SHOWN})</h2>{_worst(decisions, overlays, out_dir)}
-<h2>Images that could not be inspected</h2>{_errors(decisions)}
+<h2>Decisions</h2>{_counts(counts)}
+<h2>Model card</h2>{_model_card(shown, card or {})}
+<h2>Worst images (highest score first, at most {WORST_SHOWN})</h2>{_worst(shown, overlays, out_dir)}
+<h2>Images that could not be inspected</h2>{_errors(shown, int(counts.get("ERROR", 0)))}
 </body></html>
 """
     path = out_dir / REPORT_FILE

@@ -1,18 +1,22 @@
 """Exported inference runtimes: the Keras model written as OpenVINO IR or ONNX, and loaded back in its place.
 
-On these 2 shared cores both runtimes score 256-px Lite0 patches 2.3-2.5x as fast as TensorFlow (paired rounds
-of 64 patches at load 3-5; ONNX Runtime 1.25x OpenVINO at load 5-6), with scores equal to ~1e-6. Exports use
-Keras' own ``model.export``. An export is made for one inference mode (``manifest.json`` says which): in patch
-mode the graph has two outputs, score and embedding, so the patch log's embeddings come from the same pass as the
-decisions; in strip mode it is the backbone for images of any height and width (dynamic spatial dimensions) and
-the head travels beside it as ``head.npz``. A manifest of file checksums travels with the files: a
-truncated or altered file is refused at load time instead of scoring with garbage weights.
+Exports use Keras' own ``model.export``. An export is made for one inference mode (``manifest.json`` says
+which): in patch mode the graph has two outputs, score and embedding, so the patch log's embeddings come from
+the same pass as the decisions; in strip mode it is the backbone for images of any height and width (dynamic
+spatial dimensions) and the head travels beside it as ``head.npz``. A manifest of file checksums travels with
+the files: a truncated or altered file is refused at load time instead of scoring with garbage weights.
+
+Speed on these 2 cores (``bench/inspect.py``, Lite0 at 256 px, quiet machine): both runtimes score 1.8-2.1x as
+fast as TensorFlow's own forward, with scores equal to ~1e-5. That is near this CPU's float32 ceiling (a
+2048² sgemm in NumPy; the bench prints both). Computing in bf16 (OpenVINO's default on CPUs with AVX512-BF16)
+would be 3.3x, but moves Lite0 scores of real strips by up to 0.7, so exports always compute in f32.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +28,11 @@ from steelqc.strip import HEAD_FILE, PatchHead, StripModel, strip_feature_model
 
 KERAS = "keras"
 AUTO = "auto"
-EXPORT_FORMATS = ("onnx", "openvino")  # in order of preference: ONNX Runtime held up better under load
+EXPORT_FORMATS = ("onnx", "openvino")
 RUNTIMES = (KERAS, *EXPORT_FORMATS)
+# what ``auto`` tries first, per mode: the faster one in bench/inspect.py on the quiet 2-core machine
+# (patches: OpenVINO's throughput streams 166-175 vs ONNX Runtime 157 patches/s; strip: ONNX Runtime 23-24 vs 20-22)
+PREFERENCE: dict[str, tuple[str, ...]] = {PATCHES: ("openvino", "onnx"), STRIP: ("onnx", "openvino")}
 MODEL_FILES = {"openvino": "model.xml", "onnx": "model.onnx"}  # OpenVINO writes model.bin beside model.xml
 MANIFEST_FILE = "manifest.json"
 EXPORTS_DIR = "exports"  # beside the Keras file in a logged model's artifacts: artifacts/exports/<format>/
@@ -56,26 +63,54 @@ class ExportedModel:
 
 
 class OpenVINOModel(ExportedModel):
+    """An OpenVINO export on the CPU plugin, always computing in f32.
+
+    Patch mode compiles for throughput: one inference stream per core, each given one patch at a time through
+    an async queue (1.2x a single request on the whole batch, bench/inspect.py). Strip mode compiles for latency:
+    one strip already fills both cores, and a single strip (the app) would get only one stream's core.
+    """
+
     runtime = "openvino"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, mode: str = PATCHES) -> None:
         import openvino as ov
 
         # f32, not the CPU plugin's default: on CPUs with AVX512-BF16 or AMX it computes in bf16, which moves
         # scores by ~5e-3 and fails the 1e-4 parity check against Keras (seen on an AMD EPYC with avx512_bf16).
-        self._compiled = ov.Core().compile_model(
-            folder / MODEL_FILES["openvino"], "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+        hint = "THROUGHPUT" if mode == PATCHES else "LATENCY"
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint}
+        self._compiled = ov.Core().compile_model(folder / MODEL_FILES["openvino"], "CPU", config)
+        self._queue = (
+            ov.AsyncInferQueue(self._compiled, self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            if mode == PATCHES
+            else None
         )
+        self._lock = threading.Lock()  # one caller at a time per request queue (the app serves several sessions)
 
     def outputs(self, x: np.ndarray) -> list[np.ndarray]:
-        out = self._compiled(x)
-        return [np.asarray(out[i]) for i in range(len(self._compiled.outputs))]
+        count = len(self._compiled.outputs)
+        with self._lock:
+            if self._queue is None or len(x) < 2:
+                out = self._compiled(x)
+                return [np.asarray(out[i]) for i in range(count)]
+            per_item: list[list[np.ndarray]] = [[] for _ in range(len(x))]
+
+            def keep(request: Any, index: int) -> None:
+                per_item[index] = [request.get_output_tensor(i).data.copy() for i in range(count)]
+
+            self._queue.set_callback(keep)
+            for i in range(len(x)):
+                self._queue.start_async({0: x[i : i + 1]}, i)
+            self._queue.wait_all()
+        # Keras' export may append internal shape outputs (0-d): one per call, not per item
+        return [np.concatenate([item[k] for item in per_item]) if per_item[0][k].ndim else per_item[0][k]
+                for k in range(count)]  # fmt: skip
 
 
 class ONNXModel(ExportedModel):
     runtime = "onnx"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, mode: str = PATCHES) -> None:  # one session serves both modes
         import onnxruntime as ort
 
         self._session = ort.InferenceSession(str(folder / MODEL_FILES["onnx"]), providers=["CPUExecutionProvider"])
@@ -85,7 +120,7 @@ class ONNXModel(ExportedModel):
         return [np.asarray(out) for out in self._session.run(None, {self._input: x})]
 
 
-LOADERS: dict[str, Callable[[Path], ExportedModel]] = {"openvino": OpenVINOModel, "onnx": ONNXModel}
+LOADERS: dict[str, Callable[[Path, str], ExportedModel]] = {"openvino": OpenVINOModel, "onnx": ONNXModel}
 
 
 def _sha256(path: Path) -> str:
@@ -151,8 +186,9 @@ def load_runtime(folder: str | Path) -> ExportedModel | StripModel:
                 f"{fmt} export file {path} does not match its checksum (corrupted or changed)"
             )
     try:
-        exported = LOADERS[fmt](folder)
-        if manifest.get("mode", PATCHES) == STRIP:
+        mode = manifest.get("mode", PATCHES)
+        exported = LOADERS[fmt](folder, mode)
+        if mode == STRIP:
             return StripModel(exported.first_output, PatchHead.load(folder / HEAD_FILE), int(manifest["cell"]), fmt)
         return exported
     except Exception as exc:  # noqa: BLE001 - any runtime failure (missing package, bad graph) means: use Keras
@@ -169,7 +205,7 @@ def choose_runtime(
 ) -> tuple[ExportedModel | StripModel | None, str | None]:
     """The exported model to score with, or None for Keras, and why Keras when an export was wanted.
 
-    ``auto`` takes the first export present in :data:`EXPORT_FORMATS` order that loads; ``keras`` never loads
+    ``auto`` takes the first export present in the mode's :data:`PREFERENCE` order that loads; ``keras`` never loads
     one; a named format loads that one. Only exports that passed the parity check are ever stored with a
     model, so presence means it passed. Anything wrong with an export falls back to Keras, never to no model.
     """
@@ -177,7 +213,7 @@ def choose_runtime(
         raise ValueError(f"runtime must be one of {AUTO}, {', '.join(RUNTIMES)}, got {requested!r}")
     if requested == KERAS:
         return None, None
-    wanted = EXPORT_FORMATS if requested == AUTO else (requested,)
+    wanted = PREFERENCE[mode] if requested == AUTO else (requested,)
     present = [fmt for fmt in wanted if (Path(exports_dir) / fmt).is_dir()]
     if not present:
         return None, None if requested == AUTO else f"the model has no {requested} export: scoring with keras"

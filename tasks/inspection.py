@@ -60,15 +60,14 @@ def inspect_images(
         max_image_pixels=settings.data.max_image_pixels,
         decided_by=DecidedBy(meta.uri, meta.version, meta.runtime, card=meta.tags or {}),
     )  # fmt: skip
-    errors = result.decisions[result.decisions["decision"] == "ERROR"]
     return {
         "counts": result.counts,
         "decisions_csv": str(result.csv_path),
         "decisions_json": str(result.json_path),
         "report": str(result.report_path),
-        "overlays": len(result.overlays),
-        "errors": errors[["image", "error"]].to_dict(orient="records"),
+        "overlays": result.overlay_count,
+        "errors": [{"image": image, "error": reason} for image, reason in result.errors],
         "images_per_second": round(result.images_per_second, 2),
-        "patch_log_file": result.patch_log_file,
+        "patch_log_files": result.patch_log_files,
         "model_version": meta.version,
     }

@@ -119,31 +119,32 @@ def inspect(
             model_version=meta.version, max_image_pixels=settings.data.max_image_pixels, progress=progress,
             decided_by=DecidedBy(model, meta.version, meta.runtime, card=meta.tags or {}),
         )  # fmt: skip
-    errors = result.decisions[result.decisions["decision"] == "ERROR"]
     if as_json:
         typer.echo(json.dumps({
-            "images": len(result.decisions), "model": model, "version": meta.version, "runtime": meta.runtime,
+            "images": result.images, "model": model, "version": meta.version, "runtime": meta.runtime,
             "mode": inspector.mode, "counts": result.counts,
-            "errors": dict(zip(errors["image"], errors["error"], strict=True)),
+            "errors": dict(result.errors), "errors_listed": len(result.errors),
             "decisions_csv": str(result.csv_path), "decisions_json": str(result.json_path),
-            "overlays": str(out / "overlays"), "patch_log": result.patch_log_file,
+            "overlays": str(out / "overlays"), "patch_log": result.patch_log_files,
             "images_per_second": result.images_per_second,
         }))  # fmt: skip
         return
     stdout = stdout_console()
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     stdout.print(
-        f"{len(result.decisions)} images with {model} (v{meta.version or '-'}, {meta.runtime}, "
+        f"{result.images} images with {model} (v{meta.version or '-'}, {meta.runtime}, "
         f"{inspector.mode} mode): {counts}"
     )
-    for row in errors.itertuples():
-        stdout.print(f"  [red]ERROR[/] {row.image}: {row.error}")
+    for image, reason in result.errors:
+        stdout.print(f"  [red]ERROR[/] {image}: {reason}")
+    if result.counts.get("ERROR", 0) > len(result.errors):
+        stdout.print(f"  and {result.counts['ERROR'] - len(result.errors)} more ERROR rows in {result.csv_path}")
     stdout.print(
-        f"decisions: {result.csv_path} and {result.json_path}; {len(result.overlays)} overlays in {out / 'overlays'}"
+        f"decisions: {result.csv_path} and {result.json_path}; {result.overlay_count} overlays in {out / 'overlays'}"
     )
     console.print(f"report: {result.report_path} (open in a browser)")
-    if result.patch_log_file:
-        stdout.print(f"patch log: {result.patch_log_file}")
+    for logged in result.patch_log_files:
+        stdout.print(f"patch log: {logged}")
     console.print(f"{result.images_per_second:.1f} images/s")
 
 

@@ -72,7 +72,7 @@ def test_inspect_and_monitor_flows(champion_with_reference: dict[str, str], tmp_
     steady = {**overrides, "monitoring.log_dir": str(tmp_path / "log-same")}
     summary = inspect_batch(str(same), config="demo", out=str(tmp_path / "out-same"), overrides=steady)
     assert sum(summary["counts"].values()) == 16 and summary["counts"]["ERROR"] == 0
-    assert summary["model_version"] == "1" and summary["patch_log_file"]
+    assert summary["model_version"] == "1" and summary["patch_log_files"]
     logged = PatchLog(tmp_path / "log-same").read()
     assert len(logged) == 16 * 7 and set(logged["model_version"]) == {"1"} and embedding_columns(logged)
 

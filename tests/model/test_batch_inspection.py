@@ -208,7 +208,7 @@ def test_patch_log_feeds_drift_monitoring(model: keras.Model, tmp_path: Path) ->
     result = inspect_batch(_inspector(model), folder, tmp_path / "out", batch_images=4, patch_log=log, reducer=reducer)
 
     logged = log.read()
-    assert result.patch_log_file is not None and len(logged) == 6 * 12
+    assert len(result.patch_log_files) == 1 and len(logged) == 6 * 12
     assert set(logged["image"]) == {f"s{i}.png" for i in range(6)}
     first = json.loads(result.decisions.set_index("image").loc["s0.png", "patch_scores"])
     s0 = logged[logged["image"] == "s0.png"].sort_values(["y", "x"])
@@ -258,3 +258,78 @@ def test_strip_mode_logs_the_heads_embeddings_and_reports_progress(model: keras.
     rows = logged[logged["image"] == "s0.png"].sort_values(["y", "x"])
     np.testing.assert_allclose(rows["score"], s0.patch_scores, atol=1e-6)
     np.testing.assert_allclose(rows[embedding_columns(logged)], reducer.transform(s0.embeddings), atol=1e-4)
+
+
+def _strip_folder(folder: Path, count: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for i in range(count):
+        classes = (1 + i % 4,) if i % 2 else ()
+        (folder / f"s{i:02d}.png").write_bytes(encode_png(generate_strip(rng, defective_classes=classes)[0]))
+    return folder
+
+
+def test_rows_stream_to_disk_and_the_patch_log_is_staged_in_bounded_parts(
+    model: keras.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decisions are written group by group; patch-log rows beyond the in-memory limit go to staged files, and
+    every row reaches the log exactly once; the JSON file holds the same rows as the CSV."""
+    from steelqc import batch_inspection
+
+    monkeypatch.setattr(batch_inspection, "PATCH_LOG_ROWS_PER_FILE", 30)  # groups of 2 strips = 24 rows
+    folder = _strip_folder(tmp_path / "in", 7, seed=11)
+    _, reducer = build_reference(model, extract_patches(read_image(folder / "s00.png"), 256, 128, "reflect")[0])
+    log = PatchLog(tmp_path / "log")
+    result = inspect_batch(_inspector(model), folder, tmp_path / "out", batch_images=2, patch_log=log, reducer=reducer)
+
+    assert len(result.patch_log_files) == 2  # staged at 30 rows or more: strips 1-4 (48 rows), then 5-7 (36)
+    logged = log.read()
+    assert len(logged) == 7 * 12 and not logged.duplicated(["image", "y", "x"]).any()
+    decisions = result.decisions
+    assert decisions["image"].tolist() == [f"s{i:02d}.png" for i in range(7)] and result.images == 7
+    records = json.loads(result.json_path.read_text())
+    assert [r["image"] for r in records] == decisions["image"].tolist()
+    assert [r["decision"] for r in records] == decisions["decision"].tolist()
+    assert records[0]["error"] == "" and isinstance(records[0]["patch_scores"], list)
+    assert not list((tmp_path / "out").glob("*.partial"))
+
+
+def test_a_batch_that_fails_midway_keeps_the_previous_outputs_and_logs_nothing(
+    model: keras.Model, tmp_path: Path
+) -> None:
+    folder = _strip_folder(tmp_path / "in", 6, seed=12)
+    out, log = tmp_path / "out", PatchLog(tmp_path / "log")
+    inspect_batch(_inspector(model), folder, out, batch_images=2)
+    before = (out / "decisions.csv").read_bytes(), (out / "decisions.json").read_bytes()
+
+    class FailsOnThirdGroup(Inspector):
+        calls = 0
+
+        def inspect(self, images):  # type: ignore[no-untyped-def]
+            FailsOnThirdGroup.calls += 1
+            if FailsOnThirdGroup.calls == 3:
+                raise RuntimeError("runtime crashed")
+            return super().inspect(images)
+
+    failing = FailsOnThirdGroup(model, _thresholds(0.5, 0.9), 256, 128, "reflect")
+    with pytest.raises(RuntimeError, match="runtime crashed"):
+        inspect_batch(failing, folder, out, batch_images=2, patch_log=log)
+    assert ((out / "decisions.csv").read_bytes(), (out / "decisions.json").read_bytes()) == before
+    assert not list(out.glob("*.partial")) and log.partitions() == []
+
+
+def test_a_batch_of_many_bad_files_keeps_the_first_errors_and_counts_them_all(
+    model: keras.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from steelqc import batch_inspection
+
+    monkeypatch.setattr(batch_inspection, "MAX_ERRORS_KEPT", 2)
+    folder = _strip_folder(tmp_path / "in", 1, seed=13)
+    for i in range(5):
+        (folder / f"bad{i}.jpg").write_bytes(b"not an image")
+    result = inspect_batch(_inspector(model), folder, tmp_path / "out", batch_images=2)
+
+    assert result.counts["ERROR"] == 5 and [image for image, _ in result.errors] == ["bad0.jpg", "bad1.jpg"]
+    assert (result.decisions["decision"] == "ERROR").sum() == 5
+    report = result.report_path.read_text() if result.report_path else ""
+    assert "bad1.jpg" in report and "bad2.jpg" not in report and "and 3 more in decisions.csv" in report

@@ -147,12 +147,16 @@ def test_a_corrupted_export_file_is_refused_by_its_checksum(exports: dict[str, P
     assert "model.bin does not match its checksum" in note and note.endswith("scoring with keras")
 
 
-def test_auto_prefers_onnx_and_keras_needs_no_export(exports: dict[str, Path], tmp_path: Path) -> None:
+def test_auto_prefers_the_faster_runtime_of_the_mode_and_keras_needs_no_export(
+    exports: dict[str, Path], strip_exports: dict[str, Path], tmp_path: Path
+) -> None:
     root = exports["openvino"].parent
     exported, note = choose_runtime(root, "auto")
+    assert exported is not None and exported.runtime == "openvino" and note is None  # throughput streams
+    exported, note = choose_runtime(root, "onnx")
     assert exported is not None and exported.runtime == "onnx" and note is None
-    exported, note = choose_runtime(root, "openvino")
-    assert exported is not None and exported.runtime == "openvino" and note is None
+    exported, note = choose_runtime(strip_exports["openvino"].parent, "auto", "strip")
+    assert isinstance(exported, StripModel) and exported.runtime == "onnx" and note is None
     assert choose_runtime(root, "keras") == (None, None)
     assert choose_runtime(tmp_path, "auto") == (None, None)  # no export: Keras, nothing to report
 
@@ -167,12 +171,12 @@ def test_a_named_runtime_without_its_export_falls_back_to_keras_and_says_so(tmp_
 def test_a_broken_first_choice_gives_the_next_export_and_the_reason(exports: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 
-    shutil.copytree(exports["openvino"], tmp_path / "openvino")
-    (tmp_path / "onnx").mkdir()
+    shutil.copytree(exports["onnx"], tmp_path / "onnx")
+    (tmp_path / "openvino").mkdir()
     exported, note = choose_runtime(tmp_path, "auto")
-    assert exported is not None and exported.runtime == "openvino"
-    assert note is not None and "manifest" in note and note.endswith("scoring with openvino")
-    assert MODEL_FILES["openvino"] in {p.name for p in (tmp_path / "openvino").iterdir()}
+    assert exported is not None and exported.runtime == "onnx"
+    assert note is not None and "manifest" in note and note.endswith("scoring with onnx")
+    assert MODEL_FILES["onnx"] in {p.name for p in (tmp_path / "onnx").iterdir()}
 
 
 def test_a_pyfunc_logged_without_a_runtime_setting_never_picks_up_an_export(
