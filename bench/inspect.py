@@ -16,14 +16,15 @@ them.
 What the runtimes can reach is bounded by the CPU's float32 throughput: the run also times a 2048² sgemm in
 NumPy and prints the patch mode forward rates as a share of that ceiling (the backbone's multiply-adds per
 patch counted from its layers). ``--bf16`` adds OpenVINO computing in bf16, for reference only (exports always
-compute in f32), with its largest score difference from Keras.
+compute in f32), with its largest score difference from Keras; that difference means something only with real
+backbone weights (``--weights imagenet``: random weights give near-constant scores).
 
 The model has random weights (speed does not depend on them); thresholds are set so about a fifth of the images
 get overlays.
 
     .venv/bin/python bench/inspect.py [--images 24] [--backbone efficientnet_lite0|small_cnn|efficientnetb0]
         [--runtimes keras,onnx,openvino] [--modes patches,strip] [--workers 2] [--batch-images 8] [--rounds 3]
-        [--bf16]
+        [--bf16] [--weights none|imagenet|PATH]
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--strips-per-call", type=int, default=4, help="strips per backbone call (strip mode)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also time OpenVINO in bf16 (reference, never exported)")
+    parser.add_argument("--weights", default="none", help="backbone weights: none (speed alone), imagenet or a file")
     args = parser.parse_args()
     runtimes = [name.strip() for name in args.runtimes.split(",")]
     modes = [mode.strip() for mode in args.modes.split(",")]
@@ -135,7 +137,7 @@ def main() -> None:
 
     patch = PatchSettings()
     input_size = args.input_size or patch.size
-    model = build_model(ModelSettings(backbone=args.backbone, weights="none", input_size=input_size), patch.size)
+    model = build_model(ModelSettings(backbone=args.backbone, weights=args.weights, input_size=input_size), patch.size)
 
     with tempfile.TemporaryDirectory(prefix="steelqc-bench-inspect-") as tmp:
         folder = Path(tmp) / "images"
@@ -210,7 +212,8 @@ def main() -> None:
     best = [args.images / min(t) for t in times]
     median = [args.images / statistics.median(t) for t in times]
     loads = f"{'/'.join(f'{x:.1f}' for x in load_before)} before, {'/'.join(f'{x:.1f}' for x in os.getloadavg())} after"
-    print(f"{args.backbone}@{input_size}, {args.images} strips 256x1600 x {len(patches) // args.images} patches, "
+    print(f"{args.backbone}@{input_size} ({args.weights} weights), {args.images} strips 256x1600 x "
+          f"{len(patches) // args.images} patches, "
           f"{args.rounds} alternating rounds + warm-up, patch batch {args.batch_size}, {args.strips_per_call} strips "
           f"per strip-mode call, {args.workers} decode threads; load average (1/5/15 min) "
           f"{loads}")  # fmt: skip

@@ -41,7 +41,7 @@ DECISION_COLUMNS = ("image", "decision", "worst_score", "worst_patch_y", "worst_
 PROVENANCE_COLUMNS = ("decided_at", "model_uri", "model_version", "runtime", "mode", "t_pass", "t_fail")
 OVERLAY_DIR = "overlays"
 MAX_ERRORS_KEPT = 100  # ERROR rows a BatchResult carries for the summary; every one is in decisions.csv
-PATCH_LOG_ROWS_PER_FILE = 100_000  # patch-log rows held in memory before they are staged to a local file
+PATCH_LOG_ROWS_PER_FILE = 5_000  # patch-log rows held in memory (~2 MiB) before they are staged to a local file
 
 
 @dataclass(frozen=True)
