@@ -8,6 +8,8 @@ one corrupt file must not leave a coil's other images uninspected.
 
 from __future__ import annotations
 
+import csv
+import heapq
 import json
 import math
 import tempfile
@@ -17,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -287,25 +290,35 @@ class _Summary:
 
     def __init__(self) -> None:
         self.counts = {k: 0 for k in (PASS, HOLD, FAIL, ERROR)}
-        self.errors: list[tuple[str, str]] = []
         self.flagged = 0
-        self._worst = pd.DataFrame()
-        self._error_rows = pd.DataFrame()
+        self._errors: list[dict[str, object]] = []
+        self._worst: list[tuple[float, int, dict[str, object]]] = []  # min-heap of the WORST_SHOWN highest scores
+        self._seen = 0
 
-    def add(self, rows: pd.DataFrame) -> None:
-        for decision, n in rows["decision"].value_counts().items():
-            self.counts[str(decision)] += int(n)
-        self.flagged += int(rows["decision"].isin([HOLD, FAIL]).sum())
-        failed = rows[rows["decision"] == ERROR]
-        room = MAX_ERRORS_KEPT - len(self.errors)
-        self.errors += [(str(r.image), str(r.error)) for r in failed.head(room).itertuples()]
-        self._error_rows = pd.concat([self._error_rows, failed.head(room)]) if room > 0 else self._error_rows
-        scored = pd.concat([self._worst, rows[rows["decision"] != ERROR]])
-        self._worst = scored.nlargest(WORST_SHOWN, "worst_score", keep="first")
+    def add(self, rows: Sequence[dict[str, object]]) -> None:
+        for row in rows:
+            decision = str(row["decision"])
+            self.counts[decision] += 1
+            self.flagged += decision in (HOLD, FAIL)
+            self._seen += 1
+            if decision == ERROR:
+                if len(self._errors) < MAX_ERRORS_KEPT:
+                    self._errors.append(row)
+                continue
+            entry = (float(cast(float, row["worst_score"])), -self._seen, row)  # ties: the earlier image ranks higher
+            if len(self._worst) < WORST_SHOWN:
+                heapq.heappush(self._worst, entry)
+            else:
+                heapq.heappushpop(self._worst, entry)
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        return [(str(row["image"]), str(row["error"])) for row in self._errors]
 
     def shown(self) -> pd.DataFrame:
-        """The rows a report lists: the highest-scoring images, then the kept ERROR rows."""
-        return pd.concat([self._worst, self._error_rows], ignore_index=True)
+        """The rows a report lists: the highest-scoring images first, then the kept ERROR rows."""
+        worst = [row for *_, row in sorted(self._worst, key=lambda entry: entry[:2], reverse=True)]
+        return pd.DataFrame([*worst, *self._errors])
 
 
 class _DecisionFiles:
@@ -314,39 +327,46 @@ class _DecisionFiles:
 
     def __init__(self, out: Path, columns: Sequence[str], provenance: Mapping[str, object]) -> None:
         self.csv_path, self.json_path = out / "decisions.csv", out / "decisions.json"
-        self.columns, self.provenance = list(columns), provenance
+        self.columns, self.provenance = [*columns, *provenance], provenance
         self._partial = {path: path.with_name(path.name + ".partial") for path in (self.csv_path, self.json_path)}
         self._rows = 0
 
     def __enter__(self) -> _DecisionFiles:
-        self._csv = self._partial[self.csv_path].open("w", newline="", encoding="utf-8")
+        self._csv_file = self._partial[self.csv_path].open("w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._csv_file)
+        self._csv.writerow(self.columns)
         self._json = self._partial[self.json_path].open("w", encoding="utf-8")
         self._json.write("[")
         return self
 
-    def write(self, rows: list[dict[str, object]]) -> pd.DataFrame:
-        """Append ``rows`` (with the batch's provenance) to both files; the rows as written."""
-        frame = pd.DataFrame(rows, columns=self.columns)
-        frame[["worst_patch_y", "worst_patch_x"]] = frame[["worst_patch_y", "worst_patch_x"]].astype("Int64")
-        frame = frame.assign(**self.provenance)
-        frame.to_csv(self._csv, index=False, header=self._rows == 0)
-        for row in frame.to_dict(orient="records"):
-            row["patch_scores"] = json.loads(str(row["patch_scores"]))
-            record = {k: None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v for k, v in row.items()}
+    def write(self, rows: Sequence[dict[str, object]]) -> list[dict[str, object]]:
+        """Append ``rows`` to both files; the rows as written (every column, the batch's provenance included)."""
+        written = []
+        for row in rows:
+            record = {column: _missing_as_none(row.get(column)) for column in self.columns}
+            record.update(self.provenance)
+            self._csv.writerow(["" if value is None else value for value in record.values()])
+            as_json = {**record, "patch_scores": json.loads(str(record["patch_scores"]))}
             separator = "\n" if self._rows == 0 else ",\n"
-            self._json.write(separator + textwrap.indent(json.dumps(record, indent=2, default=int), "  "))
+            self._json.write(separator + textwrap.indent(json.dumps(as_json, indent=2, default=int), "  "))
             self._rows += 1
-        return frame
+            written.append(record)
+        return written
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         self._json.write("\n]" if self._rows else "]")
-        self._csv.close()
+        self._csv_file.close()
         self._json.close()
         for final, partial in self._partial.items():
             if kind is None:
                 partial.replace(final)
             else:
                 partial.unlink(missing_ok=True)
+
+
+def _missing_as_none(value: object) -> object:
+    """None for a missing value (NaN, pd.NA), so CSV writes an empty cell and JSON null."""
+    return None if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) else value
 
 
 class _StagedPatchLog:
