@@ -33,7 +33,7 @@ assert tuple(ExportFormat) == EXPORT_FORMATS
 def export(
     model: str = typer.Argument(..., help="A registered version: models:/<name>/<version> or models:/<name>@<alias>"),
     fmt: ExportFormat = typer.Option(
-        EXPORT_FORMATS[0], "--format", "-f", help="onnx (ONNX Runtime) or openvino: on par here, onnx ahead under load"
+        EXPORT_FORMATS[0], "--format", "-f", help="onnx (ONNX Runtime: faster in strip mode) or openvino (patch mode)"
     ),
     max_images: int = typer.Option(32, min=1, help="Validation images of the version compared in the parity check"),
     config: str | None = ConfigOption,
