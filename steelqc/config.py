@@ -294,8 +294,6 @@ class Settings(BaseSettings):
                 strip_cell(self.model, self.patches)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
-            if self.novelty.enabled:  # the bank and its threshold are calibrated on patch-mode features
-                raise ValueError("inference.mode=strip cannot be combined with novelty.enabled (patch-mode features)")
         return self
 
     @field_validator("state_dir")

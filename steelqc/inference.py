@@ -85,8 +85,8 @@ class Inspector:
             raise ValueError(f"inference mode must be {PATCHES} or {STRIP}, got {mode!r}")
         if isinstance(model, StripModel) and mode != STRIP:
             raise ValueError("a strip-mode export scores whole strips: its Inspector needs mode='strip'")
-        if novelty is not None and mode == STRIP:  # its bank and threshold were calibrated on patch-mode features
-            raise ValueError("the novelty guard is calibrated on patch-mode features: it cannot guard strip mode")
+        if novelty is not None and novelty.bank.mode != mode:  # features of the other mode are not comparable
+            raise ValueError(f"the novelty guard was calibrated in {novelty.bank.mode} mode, not {mode} mode")
         self.model = model
         self.novelty = novelty
         self.thresholds = thresholds
@@ -144,7 +144,8 @@ class Inspector:
     def _decide_strips(self, images: Sequence[np.ndarray]) -> list[ImageResult]:
         scored = score_strips(self.strip_model, images, self.patch_size, self.stride, self.pad_mode,
                               strips_per_call=self.strips_per_call)  # fmt: skip
-        return [self._result(s.scores, s.positions, s.embeddings) for s in scored]
+        results = [self._result(s.scores, s.positions, s.embeddings) for s in scored]
+        return results if self.novelty is None else self._guarded(results, self.novelty.strip_novelty(scored))
 
     def _decide(self, per_image: list[tuple[np.ndarray, list[tuple[int, int]]]]) -> list[ImageResult]:
         batch = np.concatenate([patches for patches, _ in per_image])

@@ -6,14 +6,16 @@ its mean distance to the ``k`` nearest bank entries (with ``k = 1``, 0 for a pat
 threshold comes from clean *validation* images for a false-alarm budget, with a Clopper–Pearson bound on the
 clean HOLD rate; a patch above it is at least HOLD, with the reason :data:`NOVEL_PATTERN`.
 
-The embeddings are taken from the forward pass that scores the patches (no second backbone run).
+The embeddings are taken from the forward pass that scores the patches (no second backbone run). A bank belongs
+to one inference mode: in strip mode it is built and calibrated from strip-mode window features (the windows'
+pooled backbone features or head embeddings), the features production will see.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,12 +26,13 @@ from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from steelqc.config import NoveltySettings
+from steelqc.config import PATCHES, STRIP, InferenceMode, NoveltySettings
 from steelqc.thresholds import HOLD, PASS, recall_lower_bound
 
 if TYPE_CHECKING:
     from steelqc.config import PatchSettings
     from steelqc.data.dataset import Dataset
+    from steelqc.strip import ScoredStrip
 
 NOVEL_PATTERN = "novel pattern"
 BANK_FILE = "novelty_bank.npz"
@@ -127,6 +130,7 @@ class NoveltyBank:
         k: int = 1,
         calibration: NoveltyCalibration | None = None,
         info: dict[str, Any] | None = None,
+        mode: InferenceMode = PATCHES,
     ) -> None:
         if embeddings.ndim != 2 or len(embeddings) == 0:
             raise ValueError(f"a novelty bank needs a non-empty 2-D array of embeddings, got {embeddings.shape}")
@@ -134,6 +138,7 @@ class NoveltyBank:
             raise ValueError(f"k={k} must be between 1 and the bank size {len(embeddings)}")
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         self.layer = layer
+        self.mode = mode  # the inference mode whose features it holds and was calibrated on
         self.k = k
         self.calibration = calibration
         self.info = dict(info or {})  # how the bank was built: source patches, method, build seconds
@@ -165,12 +170,12 @@ class NoveltyBank:
     def summary(self) -> dict[str, Any]:
         """Size, build record and calibration, flat, for MLflow and the README."""
         calibration = asdict(self.calibration) if self.calibration else {}
-        return {"bank_size": len(self), "layer": self.layer, "k": self.k, **self.info, **calibration}
+        return {"bank_size": len(self), "layer": self.layer, "mode": self.mode, "k": self.k, **self.info, **calibration}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"layer": self.layer, "k": self.k, "info": self.info,
+        meta = {"layer": self.layer, "mode": self.mode, "k": self.k, "info": self.info,
                 "calibration": asdict(self.calibration) if self.calibration else None}  # fmt: skip
         np.savez(path, embeddings=self.embeddings, meta=np.array(json.dumps(meta)))
         return path
@@ -181,10 +186,11 @@ class NoveltyBank:
             meta = json.loads(str(data["meta"]))
             embeddings = data["embeddings"]
         calibration = NoveltyCalibration(**meta["calibration"]) if meta["calibration"] else None
-        return cls(embeddings, layer=meta["layer"], k=meta["k"], calibration=calibration, info=meta["info"])
+        return cls(embeddings, layer=meta["layer"], k=meta["k"], calibration=calibration, info=meta["info"],
+                   mode=meta.get("mode", PATCHES))  # fmt: skip
 
 
-def build_bank(embeddings: np.ndarray, settings: NoveltySettings) -> NoveltyBank:
+def build_bank(embeddings: np.ndarray, settings: NoveltySettings, mode: InferenceMode = PATCHES) -> NoveltyBank:
     """A bank of at most ``settings.bank_size`` of these clean training embeddings; size and build time recorded."""
     started = time.perf_counter()
     embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -194,7 +200,7 @@ def build_bank(embeddings: np.ndarray, settings: NoveltySettings) -> NoveltyBank
         rng = np.random.default_rng(settings.seed)
         keep = np.sort(rng.choice(len(embeddings), min(settings.bank_size, len(embeddings)), replace=False))
     info = {"n_source_patches": len(embeddings), "subsample": settings.subsample}
-    bank = NoveltyBank(embeddings[keep], layer=settings.layer, k=min(settings.k, len(keep)), info=info)
+    bank = NoveltyBank(embeddings[keep], layer=settings.layer, k=min(settings.k, len(keep)), info=info, mode=mode)
     bank.info["build_seconds"] = round(time.perf_counter() - started, 3)
     return bank
 
@@ -209,10 +215,13 @@ def guard_decisions(decisions: np.ndarray, novelty: np.ndarray, threshold: float
 
 
 def novelty_runs_on_export(bank_path: str | Path) -> bool:
-    """Whether an exported runtime (two outputs: score and embedding) can feed this bank."""
+    """Whether an exported runtime can feed this bank: a patch-mode export has two outputs (score and embedding);
+    a strip-mode export gives the feature map, from which both the pooled features and the head's embeddings are
+    computed anyway."""
     from steelqc.model import EMBEDDING_LAYER
 
-    return NoveltyBank.load(bank_path).layer == EMBEDDING_LAYER
+    bank = NoveltyBank.load(bank_path)
+    return bank.mode == STRIP or bank.layer == EMBEDDING_LAYER
 
 
 def outline_novel(
@@ -289,11 +298,18 @@ class NoveltyGuard:
         scores = score_in_batches(recorder, patches, batch_size)
         return scores, self.bank.scores(recorder.take())
 
+    def strip_novelty(self, scored: Sequence[ScoredStrip]) -> np.ndarray:
+        """Novelty of every window of strip-mode results, in their order (the features are already computed)."""
+        if not scored:
+            return np.empty(0, np.float64)
+        return self.bank.scores(np.concatenate([result.features(self.bank.layer) for result in scored]))
+
 
 # --- building and calibrating from a patch index ---------------------------------------------------------
 
 
-def _patches_of(dataset: Dataset, rows: pd.DataFrame, patch_settings: PatchSettings) -> np.ndarray:
+def patches_of(dataset: Dataset, rows: pd.DataFrame, patch_settings: PatchSettings) -> np.ndarray:
+    """The uint8 patches of patch-index rows, image by image in first-seen order."""
     from steelqc.patches import slice_patches
 
     return np.concatenate([
@@ -303,14 +319,23 @@ def _patches_of(dataset: Dataset, rows: pd.DataFrame, patch_settings: PatchSetti
     ])  # fmt: skip
 
 
-def clean_training_rows(index: pd.DataFrame, settings: NoveltySettings) -> pd.DataFrame:
-    """Up to ``settings.source_patches`` clean (label 0) training patches, a seeded sample in index order."""
+def clean_training_rows(index: pd.DataFrame, settings: NoveltySettings, *, whole_images: bool = False) -> pd.DataFrame:
+    """Up to ``settings.source_patches`` clean (label 0) training patches, a seeded sample in index order.
+
+    ``whole_images`` (strip mode, where every window of a scored image comes at no extra cost) samples images
+    instead, and takes all clean patches of each until the count is reached.
+    """
     rows = index[(index["split"] == "train") & (index["label"] == 0)]
     if rows.empty:
         raise ValueError("the patch index has no clean training patches for a novelty bank")
-    if len(rows) > settings.source_patches:
-        rows = rows.sample(settings.source_patches, random_state=settings.seed).sort_index()
-    return rows
+    if len(rows) <= settings.source_patches:
+        return rows
+    if not whole_images:
+        return rows.sample(settings.source_patches, random_state=settings.seed).sort_index()
+    images = pd.Series(rows["image_id"].unique()).sample(frac=1.0, random_state=settings.seed)
+    per_image = rows.groupby("image_id", sort=False).size().loc[images.to_numpy()]
+    keep = per_image.index[: int(np.searchsorted(per_image.cumsum().to_numpy(), settings.source_patches)) + 1]
+    return rows[rows["image_id"].isin(keep)]
 
 
 def clean_validation_rows(index: pd.DataFrame) -> pd.DataFrame:
@@ -327,18 +352,22 @@ def image_maxima(values: np.ndarray, image_ids: Sequence[object]) -> np.ndarray:
 
 
 def fit_guard(
-    model: Any, dataset: Dataset, index: pd.DataFrame, patch_settings: PatchSettings, settings: NoveltySettings
+    model: Any,
+    dataset: Dataset,
+    index: pd.DataFrame,
+    patch_settings: PatchSettings,
+    settings: NoveltySettings,
+    *,
+    mode: InferenceMode = PATCHES,
+    workers: int = 2,
 ) -> NoveltyBank:
-    """Bank from clean training patches, threshold from clean validation images, both embedded by ``model``."""
-    from steelqc.inference import score_in_batches
-
-    recorder = NoveltyRecorder(model, settings.layer)
-    score_in_batches(recorder, _patches_of(dataset, clean_training_rows(index, settings), patch_settings), 64)
-    bank = build_bank(recorder.take(), settings)
+    """Bank from clean training patches, threshold from clean validation images, both embedded by ``model`` in
+    its inference ``mode``."""
+    embed = _window_features(model, dataset, patch_settings, settings.layer, mode, workers)
+    bank = build_bank(embed(clean_training_rows(index, settings, whole_images=mode == STRIP)), settings, mode)
     clean_val = clean_validation_rows(index)
     ordered = pd.concat([group for _, group in clean_val.groupby("image_id", sort=False)])
-    score_in_batches(recorder, _patches_of(dataset, ordered, patch_settings), 64)
-    novelty = bank.scores(recorder.take())
+    novelty = bank.scores(embed(ordered))
     bank.calibration = calibrate(
         image_maxima(novelty, ordered["image_id"].tolist()),
         settings.max_clean_hold_rate,
@@ -347,6 +376,26 @@ def fit_guard(
     )
     bank.info["clean_val_patch_novel_share"] = float(np.mean(novelty > bank.threshold))
     return bank
+
+
+def _window_features(
+    model: Any, dataset: Dataset, patch_settings: PatchSettings, layer: str, mode: InferenceMode, workers: int
+) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Features of ``layer`` for patch-index rows (in the rows' order), computed the way ``mode`` scores."""
+    if mode == STRIP:
+        from steelqc.strip import keras_strip_model, strip_rows
+
+        strip = keras_strip_model(model)
+        return lambda rows: strip_rows(strip, dataset.load_image, rows, patch_settings, workers=workers).features(layer)
+    from steelqc.inference import score_in_batches
+
+    recorder = NoveltyRecorder(model, layer)
+
+    def embed(rows: pd.DataFrame) -> np.ndarray:
+        score_in_batches(recorder, patches_of(dataset, rows, patch_settings), 64)
+        return recorder.take()
+
+    return embed
 
 
 # --- monitoring: the share of novel patches per day -----------------------------------------------------

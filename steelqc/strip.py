@@ -113,11 +113,18 @@ class StripModel:
 
 @dataclass(frozen=True)
 class ScoredStrip:
-    """One image's window scores in strip mode."""
+    """One image's windows in strip mode: scores and the features behind them."""
 
     positions: list[tuple[int, int]]
     scores: np.ndarray  # float64 (N,)
-    embeddings: np.ndarray  # float32 (N, E)
+    embeddings: np.ndarray  # float32 (N, E): the head's ``embedding`` layer
+    pooled: np.ndarray  # (N, C): the backbone's features pooled per window (the patch model's ``pool``)
+
+    def features(self, layer: str) -> np.ndarray:
+        """The per-window features of a patch-model layer: ``pool`` or ``embedding``."""
+        if layer not in ("pool", "embedding"):
+            raise ValueError(f"strip mode computes the pool and embedding layers, not {layer!r}")
+        return self.pooled if layer == "pool" else self.embeddings
 
 
 def score_strips(
@@ -137,8 +144,9 @@ def score_strips(
         batch = np.stack([pad_strip(images[i], layouts[i].padded, pad_mode) for i in group])
         maps = strip.feature_maps(batch.astype(np.float32)[..., np.newaxis])
         for i, features in zip(group, maps, strict=True):
-            scores, embeddings = strip.head(pool_windows(np.asarray(features), layouts[i].cells, window))
-            scored.append(ScoredStrip(layouts[i].positions, scores, embeddings))
+            pooled = pool_windows(np.asarray(features), layouts[i].cells, window)
+            scores, embeddings = strip.head(pooled)
+            scored.append(ScoredStrip(layouts[i].positions, scores, embeddings, pooled))
     return scored
 
 
@@ -153,7 +161,19 @@ def _same_size_runs(layouts: Sequence[StripLayout], limit: int) -> Iterator[list
         yield run
 
 
-def strip_split_scores(
+@dataclass(frozen=True)
+class WindowOutputs:
+    """Strip-mode outputs of patch-index rows, row by row."""
+
+    scores: np.ndarray  # float64 (N,)
+    embeddings: np.ndarray  # (N, E)
+    pooled: np.ndarray  # (N, C)
+
+    def features(self, layer: str) -> np.ndarray:
+        return ScoredStrip([], self.scores, self.embeddings, self.pooled).features(layer)
+
+
+def strip_rows(
     strip: StripModel,
     load_image: Callable[[str], np.ndarray],
     rows: pd.DataFrame,
@@ -161,22 +181,28 @@ def strip_split_scores(
     *,
     workers: int = 2,
     strips_per_call: int = 4,
-) -> np.ndarray:
-    """Strip-mode scores of patch-index rows (``image_id, y, x``), aligned with ``rows``: each image is
-    decoded (``workers`` threads) and scored once, and its windows looked up by position."""
+) -> WindowOutputs:
+    """Strip-mode scores and features of patch-index rows (``image_id, y, x``), aligned with ``rows``: each image
+    is decoded (``workers`` threads) and scored once, and its windows looked up by position."""
     image_ids = [str(i) for i in dict.fromkeys(rows["image_id"])]
-    found: dict[tuple[str, int, int], float] = {}
+    found: dict[tuple[str, int, int], tuple[ScoredStrip, int]] = {}
     loaded = ordered_parallel_map(lambda image_id: (image_id, load_image(image_id)), image_ids, workers)
     for group in _chunks(loaded, strips_per_call):
         scored = score_strips(strip, [image for _, image in group], patches.size, patches.stride, patches.pad_mode,
                               strips_per_call=strips_per_call)  # fmt: skip
         for (image_id, _), result in zip(group, scored, strict=True):
-            positions = zip(result.positions, result.scores, strict=True)
-            found.update({(image_id, y, x): float(score) for (y, x), score in positions})
+            found.update({(image_id, y, x): (result, i) for i, (y, x) in enumerate(result.positions)})
     try:
-        return np.array([found[(str(r.image_id), int(r.y), int(r.x))] for r in rows.itertuples()], np.float64)
+        at = [found[(str(r.image_id), int(r.y), int(r.x))] for r in rows.itertuples()]
     except KeyError as exc:
         raise ValueError(f"index row {exc} is not on the {patches.size}/{patches.stride} patch grid") from None
+    if not at:
+        return WindowOutputs(np.empty(0, np.float64), np.empty((0, 0), np.float32), np.empty((0, 0), np.float32))
+    return WindowOutputs(
+        np.array([result.scores[i] for result, i in at], np.float64),
+        np.stack([result.embeddings[i] for result, i in at]),
+        np.stack([result.pooled[i] for result, i in at]),
+    )
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -29,7 +29,7 @@ from steelqc.novelty import NoveltyBank, fit_guard
 from steelqc.patches import build_patch_index, write_index
 from steelqc.pyfunc import load_inspector, log_pyfunc_model
 from steelqc.registry import register_version, version_tags
-from steelqc.strip import keras_strip_model, strip_split_scores
+from steelqc.strip import keras_strip_model, strip_rows
 from steelqc.thresholds import Thresholds, choose_thresholds
 from steelqc.tracking import (
     DESCRIPTION_TAG,
@@ -124,8 +124,8 @@ def split_scores(model: Any, dataset: Dataset, index: pd.DataFrame, split: str, 
     """Scores of a split's patches in ``settings.inference.mode``, aligned with :func:`split_rows`: thresholds and
     evaluation see the scores inspection will produce."""
     if settings.inference.mode == STRIP:
-        return strip_split_scores(keras_strip_model(model), dataset.load_image, split_rows(index, split),
-                                  settings.patches, workers=settings.data.image_workers)  # fmt: skip
+        return strip_rows(keras_strip_model(model), dataset.load_image, split_rows(index, split), settings.patches,
+                          workers=settings.data.image_workers).scores  # fmt: skip
     return predict_split(model, dataset, index, split, settings)
 
 
@@ -218,7 +218,8 @@ def log_and_register(
     """
     log_evaluation(report.metrics, report.to_json(), list(report.plots.values()))
     bank = log_novelty_bank(model, dataset, index, settings) if settings.novelty.enabled else None
-    log_reference(model, dataset, index, settings.patches, novelty=bank)
+    log_reference(model, dataset, index, settings.patches, novelty=bank, mode=settings.inference.mode,
+                  workers=settings.data.image_workers)  # fmt: skip
     example = dataset.load_image(str(split_rows(index, "test")["image_id"].iloc[0]))
     info = log_pyfunc_model(model, thresholds, settings.patches, example, settings.inference.mode, novelty_bank=bank)
     tags = version_tags(report.metrics, thresholds, data_hash) | (novelty_tags(bank) if bank is not None else {})
@@ -232,7 +233,8 @@ def log_novelty_bank(model: Any, dataset: Dataset, index: pd.DataFrame, settings
 
     The bank itself travels inside the logged pyfunc (:func:`~steelqc.pyfunc.log_pyfunc_model`).
     """
-    bank = fit_guard(model, dataset, index, settings.patches, settings.novelty)
+    bank = fit_guard(model, dataset, index, settings.patches, settings.novelty, mode=settings.inference.mode,
+                     workers=settings.data.image_workers)  # fmt: skip
     summary = bank.summary()
     numeric = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     mlflow.log_metrics({f"novelty.{key}": value for key, value in numeric.items()})

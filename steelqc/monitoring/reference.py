@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
+from steelqc.config import PATCHES, STRIP, InferenceMode
 from steelqc.monitoring.features import (
     EmbeddingRecorder,
     MonitoringDataError,
@@ -40,17 +41,33 @@ def build_reference(
     batch_size: int = 64,
     novelty: NoveltyBank | None = None,
 ) -> tuple[pd.DataFrame, PCA]:
-    """The reference set of a model version from its validation patches, with the PCA fitted on them; with a
-    ``novelty`` bank also each patch's novelty and flag (the baseline of the novel share), from the same pass."""
+    """The reference set of a patch-mode model version from its validation patches, with the PCA fitted on
+    them; with a ``novelty`` bank also each patch's novelty and flag (the baseline of the novel share), from the
+    same pass."""
     if novelty is None:
         scores, embeddings = scores_and_embeddings(model, patches, batch_size=batch_size)
+        patch_novelty = None
     else:
         recorder = EmbeddingRecorder(model)
         scores, patch_novelty = NoveltyGuard(novelty).scores_and_novelty(recorder, patches, batch_size)
         embeddings = recorder.take()
+    return reference_frame(patches, scores, embeddings, n_components=n_components, novelty=novelty,
+                           patch_novelty=patch_novelty)  # fmt: skip
+
+
+def reference_frame(
+    patches: np.ndarray,
+    scores: np.ndarray,
+    embeddings: np.ndarray,
+    *,
+    n_components: int = 8,
+    novelty: NoveltyBank | None = None,
+    patch_novelty: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, PCA]:
+    """The reference table of patches whose scores and embeddings are known (either inference mode)."""
     reducer = fit_embedding_reducer(embeddings, n_components)
     frame = patch_frame(patch_features(patches), scores, embeddings=embeddings, reducer=reducer)
-    if novelty is not None:
+    if novelty is not None and patch_novelty is not None:
         frame[NOVELTY_COLUMN], frame[NOVEL_COLUMN] = patch_novelty, patch_novelty > novelty.threshold
     return frame, reducer
 
@@ -76,6 +93,16 @@ def load_reference(folder: str | Path) -> tuple[pd.DataFrame, PCA | None]:
     return pd.read_parquet(path), reducer
 
 
+def reference_rows(index: pd.DataFrame, *, split: str = "val", max_patches: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Up to ``max_patches`` index rows of ``split`` (seeded sample), grouped by image in first-seen order."""
+    rows = index[index["split"] == split]
+    if rows.empty:
+        raise MonitoringDataError(f"the patch index has no {split!r} patches for a reference set")
+    if len(rows) > max_patches:
+        rows = rows.sample(max_patches, random_state=seed).sort_index()
+    return pd.concat([group for _, group in rows.groupby("image_id", sort=False)])
+
+
 def reference_patches(
     dataset: Dataset,
     index: pd.DataFrame,
@@ -85,20 +112,10 @@ def reference_patches(
     max_patches: int = 2000,
     seed: int = 0,
 ) -> np.ndarray:
-    """Up to ``max_patches`` uint8 patches of ``split`` from a patch index (seeded sample, index order)."""
-    from steelqc.patches import slice_patches
+    """The uint8 patches of :func:`reference_rows`, in their order."""
+    from steelqc.novelty import patches_of
 
-    rows = index[index["split"] == split]
-    if rows.empty:
-        raise MonitoringDataError(f"the patch index has no {split!r} patches for a reference set")
-    if len(rows) > max_patches:
-        rows = rows.sample(max_patches, random_state=seed).sort_index()
-    patches = [
-        slice_patches(dataset.load_image(str(image_id)), list(zip(group["y"], group["x"], strict=True)),
-                      patch_settings.size, patch_settings.pad_mode)  # fmt: skip
-        for image_id, group in rows.groupby("image_id", sort=False)
-    ]
-    return np.concatenate(patches)
+    return patches_of(dataset, reference_rows(index, split=split, max_patches=max_patches, seed=seed), patch_settings)
 
 
 def log_reference(
@@ -110,18 +127,33 @@ def log_reference(
     max_patches: int = 2000,
     n_components: int = 8,
     novelty: NoveltyBank | None = None,
+    mode: InferenceMode = PATCHES,
+    workers: int = 2,
 ) -> pd.DataFrame:
     """Build the reference set on the validation patches and log it to the *active* MLflow run.
 
-    Call it in the run that logs the model (before registering): the version then carries its own
-    reference and PCA under the ``monitoring/`` artefacts, which :func:`model_reference` reads back.
+    Scores, embeddings and novelty come from the model's inference ``mode``, as production's patch log will:
+    a strip-mode model's reference is scored in strip mode. Call it in the run that logs the model (before
+    registering): the version then carries its own reference and PCA under the ``monitoring/`` artefacts,
+    which :func:`model_reference` reads back.
     """
     import tempfile
 
     import mlflow
 
-    patches = reference_patches(dataset, index, patch_settings, max_patches=max_patches)
-    reference, reducer = build_reference(model, patches, n_components=n_components, novelty=novelty)
+    from steelqc.novelty import patches_of
+
+    rows = reference_rows(index, max_patches=max_patches)
+    patches = patches_of(dataset, rows, patch_settings)
+    if mode == STRIP:
+        from steelqc.strip import keras_strip_model, strip_rows
+
+        outputs = strip_rows(keras_strip_model(model), dataset.load_image, rows, patch_settings, workers=workers)
+        patch_novelty = novelty.scores(outputs.features(novelty.layer)) if novelty is not None else None
+        reference, reducer = reference_frame(patches, outputs.scores, outputs.embeddings, n_components=n_components,
+                                             novelty=novelty, patch_novelty=patch_novelty)  # fmt: skip
+    else:
+        reference, reducer = build_reference(model, patches, n_components=n_components, novelty=novelty)
     with tempfile.TemporaryDirectory(prefix="steelqc-reference-") as tmp:
         mlflow.log_artifacts(str(save_reference(reference, reducer, tmp)), MONITORING_ARTIFACT_DIR)
     return reference

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from steelqc.cli import app
 from steelqc.config import load_settings
 from steelqc.data.dataset import Dataset
+from steelqc.monitoring import model_reference
 from steelqc.patches import read_index
 from steelqc.registry import VERSION_TAGS
 from steelqc.tracking import configure_tracking, metrics_on_test_split
@@ -126,8 +127,10 @@ def test_pretrained_lite0_trains_in_two_stages_and_its_version_decides(synthetic
 @pytest.mark.slow
 def test_a_strip_mode_model_is_thresholded_evaluated_and_served_in_strip_mode(synthetic_dataset: Path) -> None:
     """The mode is the registered model's: thresholds on strip-mode validation scores, the report's agreement
-    with patch mode, the pyfunc and `steelqc evaluate` scoring in strip mode."""
-    strip = [*TINY, "--set", "inference.mode=strip"]  # demo's 256-px patches at 32 px input: 128-px cells
+    with patch mode, the novelty guard and the drift reference built from strip-mode features, the pyfunc and
+    `steelqc evaluate` scoring in strip mode."""
+    # demo's 256-px patches at 32 px input: 128-px cells
+    strip = [*TINY, "--set", "inference.mode=strip", "--set", "novelty.enabled=true"]
     trained = CliRunner().invoke(app, ["train", str(synthetic_dataset), "--config", "demo", *strip])
     assert trained.exit_code == 0, trained.output
     summary = json.loads(trained.stdout.strip().splitlines()[-1])
@@ -143,10 +146,14 @@ def test_a_strip_mode_model_is_thresholded_evaluated_and_served_in_strip_mode(sy
 
     uri = f"models:/steelqc/{summary['version']}"
     pyfunc = mlflow.pyfunc.load_model(uri)
-    assert pyfunc.unwrap_python_model().inspector.mode == "strip"
+    inspector = pyfunc.unwrap_python_model().inspector
+    assert inspector.mode == "strip" and inspector.novelty is not None and inspector.novelty.bank.mode == "strip"
     dataset = Dataset.open(str(synthetic_dataset))
     decisions = pyfunc.predict(pd.DataFrame({"image": [dataset.image_bytes(i) for i in dataset.image_ids[:2]]}))
     assert all(len(json.loads(s)) == 12 for s in decisions["patch_scores"])  # the patch grid, scored from the strip
+    assert all("novelty" in patch for s in decisions["patch_scores"] for patch in json.loads(s))
+    reference, _ = model_reference(summary["run_id"])
+    assert {"novelty", "novel"} <= set(reference.columns)
 
     evaluated = CliRunner().invoke(app, ["evaluate", uri, str(synthetic_dataset), "--config", "demo", *TINY])
     assert evaluated.exit_code == 0, evaluated.output

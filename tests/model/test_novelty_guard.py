@@ -178,3 +178,60 @@ def test_batch_inspection_writes_the_reason_frames_novel_patches_and_logs_novelt
     assert np.all(overlay[32 + 3, 96 + 3 : 96 + 28] == (255, 0, 255))  # the novel patch, framed in magenta
     logged = log.read()
     assert len(logged) == 16 and logged["novel"].sum() == 1 and "emb_0" in logged.columns
+
+
+def checkerboard(shape: tuple[int, int], square: int = 4) -> np.ndarray:
+    rows, columns = np.indices(shape) // square
+    return ((rows + columns) % 2 * 255).astype(np.uint8)
+
+
+def test_a_strip_mode_guard_is_built_and_applied_on_strip_window_features(
+    generated: tuple[Dataset, pd.DataFrame], tmp_path: Path
+) -> None:
+    """Strip mode gets its own bank: clean training windows' pooled features from the whole-image pass,
+    calibrated on clean validation images in strip mode, applied to the windows the Inspector scores."""
+    from steelqc.model import build_model
+    from steelqc.novelty import novelty_runs_on_export
+    from steelqc.strip import keras_strip_model, score_strips, strip_rows
+
+    dataset, index = generated
+    settings = tiny_settings(inference__mode="strip", novelty__enabled=True, novelty__bank_size=20,
+                             novelty__max_clean_hold_rate=0.1)  # fmt: skip
+    keras.utils.set_random_seed(0)
+    model = build_model(settings.model, settings.patches.size)
+    bank = fit_guard(model, dataset, index, settings.patches, settings.novelty, mode="strip")
+    assert bank.mode == "strip" and len(bank) == 20 and bank.calibration is not None
+    strip = keras_strip_model(model)
+    clean_train = index[(index["split"] == "train") & (index["label"] == 0)]
+    banked = bank.scores(strip_rows(strip, dataset.load_image, clean_train, settings.patches).features("pool"))
+    assert np.sum(banked == 0.0) == 20  # the bank holds strip-mode features of clean training windows
+
+    passes_everything = Thresholds(1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 10, 10, True, "classifier out of the way")
+    clean_val = index[index["split"] == "val"].groupby("image_id")["label"].max()
+    images = [dataset.load_image(str(i)) for i in clean_val[clean_val == 0].index[:2]] + [checkerboard((64, 256))]
+    guard = NoveltyGuard(bank)
+    results = Inspector(model, passes_everything, 32, 32, "reflect", mode="strip", novelty=guard).inspect(images)
+    for result, scored in zip(results, score_strips(strip, images, 32, 32, "reflect"), strict=True):
+        np.testing.assert_allclose(result.patch_novelty, bank.scores(scored.pooled))  # type: ignore[arg-type]
+    assert results[-1].decision == "HOLD" and results[-1].reason == NOVEL_PATTERN
+    with pytest.raises(ValueError, match="calibrated in strip mode, not patches mode"):
+        Inspector(model, passes_everything, 32, 32, "reflect", novelty=guard)
+    assert novelty_runs_on_export(bank.save(tmp_path / "bank.npz"))  # strip exports give the pooled features too
+
+
+def test_a_strip_mode_reference_set_is_scored_in_strip_mode(generated: tuple[Dataset, pd.DataFrame]) -> None:
+    """Production logs strip-mode scores for a strip-mode model; its drift reference must hold the same kind."""
+    from steelqc.model import build_model
+    from steelqc.monitoring import SCORE_COLUMN, log_reference
+    from steelqc.monitoring.reference import reference_rows
+    from steelqc.strip import keras_strip_model, strip_rows
+
+    dataset, index = generated
+    settings = tiny_settings(inference__mode="strip")
+    keras.utils.set_random_seed(1)
+    model = build_model(settings.model, settings.patches.size)
+    configure_tracking(settings)
+    with mlflow.start_run(experiment_id=ensure_experiment(settings, "strip-reference")):
+        reference = log_reference(model, dataset, index, settings.patches, n_components=4, mode="strip")
+    expected = strip_rows(keras_strip_model(model), dataset.load_image, reference_rows(index), settings.patches)
+    np.testing.assert_allclose(reference[SCORE_COLUMN], expected.scores, atol=1e-6)

@@ -108,11 +108,14 @@ def test_strip_mode_refuses_settings_off_the_backbones_grid() -> None:
     assert load_settings("demo", {"inference.mode": "strip"}).inference.mode == "strip"  # 128 for 256: 32-px cells
 
 
-def test_strip_mode_refuses_the_patch_mode_novelty_guard(model: keras.Model) -> None:
-    with pytest.raises(ConfigError, match="cannot be combined with novelty.enabled"):
-        load_settings("demo", {"inference.mode": "strip", "novelty.enabled": True})
-    from steelqc.novelty import NoveltyGuard
+def test_strip_mode_takes_the_novelty_guard_but_not_a_patch_mode_bank(model: keras.Model) -> None:
+    settings = load_settings("demo", {"inference.mode": "strip", "novelty.enabled": True})
+    assert settings.inference.mode == "strip" and settings.novelty.enabled
+    from steelqc.novelty import NoveltyBank, NoveltyGuard
 
-    with pytest.raises(ValueError, match="calibrated on patch-mode features"):
+    patch_bank = NoveltyBank(np.zeros((2, 4), np.float32), layer="pool")
+    guard = NoveltyGuard.__new__(NoveltyGuard)
+    guard.bank = patch_bank
+    with pytest.raises(ValueError, match="calibrated in patches mode, not strip mode"):
         Inspector(model, Thresholds(0.4, 0.7, 1, 1, 1, 0.5, 1, 1, True, "t"), PATCH, STRIDE, "reflect",
-                  mode="strip", novelty=NoveltyGuard.__new__(NoveltyGuard))  # fmt: skip
+                  mode="strip", novelty=guard)  # fmt: skip
