@@ -46,7 +46,7 @@ system-deps:
 # Speed and memory benchmarks, each printing its ratio against a baseline measured in the same run.
 # (-P: bench/inspect.py must not shadow the standard library's inspect module.)
 bench: $(STAMP)
-	@for script in rle validate patches train inspect stream_memory backbones; do echo "== bench/$$script.py"; $(BIN)/python -P bench/$$script.py || exit 1; done
+	@for script in rle validate patches train inspect runtime_settings stream_memory backbones; do echo "== bench/$$script.py"; $(BIN)/python -P bench/$$script.py || exit 1; done
 
 # The full-size run: 12,568 generated images, validation + patch index with the local and the Dask runner.
 bench-fullsize: $(STAMP)
