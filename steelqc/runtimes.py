@@ -6,10 +6,11 @@ the same pass as the decisions; in strip mode it is the backbone for images of a
 spatial dimensions) and the head travels beside it as ``head.npz``. A manifest of file checksums travels with
 the files: a truncated or altered file is refused at load time instead of scoring with garbage weights.
 
-Speed on these 2 cores (``bench/inspect.py``, Lite0 at 256 px, quiet machine): both runtimes score 1.8-2.1x as
+Speed on these 2 cores (``bench/inspect.py``, Lite0 at 256 px, quiet machine): both runtimes score 1.7-2.0x as
 fast as TensorFlow's own forward, with scores equal to ~1e-5. That is near this CPU's float32 ceiling (a
 2048² sgemm in NumPy; the bench prints both). Computing in bf16 (OpenVINO's default on CPUs with AVX512-BF16)
-would be 3.3x, but moves Lite0 scores of real strips by up to 0.7, so exports always compute in f32.
+would be 3.1-3.3x, but moved the ImageNet Lite0's scores by 1.4e-2 to 4.2e-2 there, so exports always compute
+in f32. ``bench/runtime_settings.py`` compares the runtimes' settings on a given CPU.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ KERAS = "keras"
 AUTO = "auto"
 EXPORT_FORMATS = ("onnx", "openvino")
 RUNTIMES = (KERAS, *EXPORT_FORMATS)
-# what ``auto`` tries first, per mode: the faster one in bench/inspect.py on the quiet 2-core machine
-# (patches: OpenVINO's throughput streams 166-175 vs ONNX Runtime 157 patches/s; strip: ONNX Runtime 23-24 vs 20-22)
+# what ``auto`` tries first, per mode: the faster one in bench/inspect.py and bench/runtime_settings.py on the quiet
+# 2-core machine (patch mode: OpenVINO's throughput streams 1.90-1.98x TensorFlow, ONNX Runtime 1.84-1.90x;
+# strip mode: ONNX Runtime 1.48-2.01x, OpenVINO 1.22-1.71x)
 PREFERENCE: dict[str, tuple[str, ...]] = {PATCHES: ("openvino", "onnx"), STRIP: ("onnx", "openvino")}
 MODEL_FILES = {"openvino": "model.xml", "onnx": "model.onnx"}  # OpenVINO writes model.bin beside model.xml
 MANIFEST_FILE = "manifest.json"
