@@ -68,8 +68,9 @@ class OpenVINOModel(ExportedModel):
     """An OpenVINO export on the CPU plugin, always computing in f32.
 
     Patch mode compiles for throughput: one inference stream per core, each given one patch at a time through
-    an async queue (1.2x a single request on the whole batch, bench/runtime_settings.py). Strip mode compiles for latency:
-    one strip already fills both cores, and a single strip (the app) would get only one stream's core.
+    an async queue (1.2x a single request on the whole batch, bench/runtime_settings.py). Strip mode compiles
+    for latency: one strip already fills both cores, and a single strip (the app) would get only one stream's
+    core.
     """
 
     runtime = "openvino"
