@@ -287,8 +287,7 @@ def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | Non
                 trained.model, thresholds, report, validation.data_hash, clean, index, settings
             )
         except KeyboardInterrupt:
-            mlflow.set_tag(TAG_INTERRUPTED, f"resume with --work-dir {work}")
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            close_interrupted_run(f"resume with --work-dir {work}")
             raise
     return TrainJobResult(
         run_id=run.info.run_id,
@@ -300,6 +299,12 @@ def run_training_job(data_root: str, settings: Settings, *, work_dir: Path | Non
         metrics={k: float(v) for k, v in report.metrics.items() if isinstance(v, (int, float))},
         work_dir=work,
     )
+
+
+def close_interrupted_run(note: str) -> None:
+    """Close the active run KILLED with ``note`` (how to go on): a Ctrl-C, not a failure of the training."""
+    mlflow.set_tag(TAG_INTERRUPTED, note)
+    mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
 
 
 def with_model_geometry(settings: Settings, geometry: dict[str, Any]) -> Settings:

@@ -50,7 +50,11 @@ def train(manifest_path: str, index: pd.DataFrame, settings: Settings, work_dir:
     """Two-stage class-weighted training; resumes from the run's checkpoints if interrupted."""
     configure_tracking(settings)
     with mlflow.start_run(run_id=run_id):
-        result = train_job.train(clean_dataset(manifest_path, settings), index, settings, work_dir / "checkpoints")
+        try:
+            result = train_job.train(clean_dataset(manifest_path, settings), index, settings, work_dir / "checkpoints")
+        except KeyboardInterrupt:
+            train_job.close_interrupted_run("interrupted during the retraining flow's training")
+            raise
     return {"model_path": str(work_dir / "checkpoints" / "best.keras"), "record": result.record()}
 
 

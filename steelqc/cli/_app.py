@@ -173,6 +173,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 # input or setup. Keyed by class path so the CLI loads none of these modules (MLflow, TensorFlow) before a
 # command does: an error whose module was never imported cannot have been raised. ValueError is how the library
 # reports settings and data it cannot work with (a checkpoint of another model, a split without defects).
+INTERRUPTED_EXIT_CODE = 130  # what a shell reports for a command ended by Ctrl-C (128 + SIGINT)
 EXIT_CODES = {
     "steelqc.validation.ValidationFailed": 1,
     "steelqc.promotion.PromotionError": 1,

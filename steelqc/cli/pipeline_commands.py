@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from steelqc.cli._app import (
+    INTERRUPTED_EXIT_CODE,
     TRAINING,
     JsonOption,
     SetOption,
@@ -47,6 +48,9 @@ def _run_retrain(data: str | None, config: str | None, sets: list[str] | None, a
     try:
         flow = retrain.with_options(task_runner=task_runner(runner, dask_address))  # type: ignore[arg-type]
         summary = flow(data=data, config=profile, overrides=overrides, auto_approve=auto_approve)
+    except KeyboardInterrupt:
+        fail("interrupted: the champion is unchanged (a training in progress closes its MLflow run KILLED)",
+             INTERRUPTED_EXIT_CODE)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - exit_for re-raises what the exit-code table does not know
         exit_for(exc, "\nthe champion is unchanged")
     return settings, summary

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from steelqc.cli._app import (
+    INTERRUPTED_EXIT_CODE,
     TRAINING,
     ConfigOption,
     JsonOption,
@@ -24,7 +25,6 @@ from steelqc.config import Settings
 from steelqc.workspace import default_work_dir, require_writable
 
 # TensorFlow and MLflow load inside the commands, so `steelqc synth`, `validate`, ... start in a second.
-INTERRUPTED_EXIT_CODE = 130  # what a shell reports for a command ended by Ctrl-C (128 + SIGINT)
 
 
 def _data_root(data: str | None, settings: Settings) -> str:

@@ -156,3 +156,36 @@ def test_ctrl_c_during_training_says_where_to_resume_and_closes_the_run_killed(
         [ensure_experiment(load_settings("demo"), "synthetic-severstal")], "attributes.status = 'KILLED'"
     )
     assert run.data.tags[train_job.TAG_INTERRUPTED] == f"resume with --work-dir {work}"
+
+
+def test_ctrl_c_during_the_retraining_flow_exits_130_and_leaves_the_champion(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    """A real process (Prefect's engine and a SIGINT, as from a terminal): the training task is interrupted, the
+    flow run crashes, and the command ends with one line and 130, no traceback, no new champion."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys, time
+        from steelqc import train_job
+
+        def pressed_ctrl_c(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+
+        train_job.train = pressed_ctrl_c
+        from steelqc.cli import app
+        sys.argv = ["steelqc", "pipeline", {str(synthetic_dataset)!r}, "--config", "demo", "--auto-approve",
+                    "--set", "state_dir={tmp_path / 'state'}"]
+        app()
+    """)
+    ended = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert ended.returncode == 130, ended.stderr[-3000:]
+    assert "error: interrupted: the champion is unchanged" in ended.stderr
+    assert "Traceback" not in ended.stderr
+    from steelqc import promotion, train_job
+
+    settings = load_settings("demo", {"state_dir": str(tmp_path / "state")})
+    assert promotion.champion_card(settings) is None
+    configure_tracking(settings)
+    (run,) = MlflowClient().search_runs([ensure_experiment(settings, "synthetic-severstal")])
+    assert run.info.status == "KILLED" and run.data.tags["job"] == "retrain"
+    assert run.data.tags[train_job.TAG_INTERRUPTED] == "interrupted during the retraining flow's training"
