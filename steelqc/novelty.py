@@ -308,17 +308,6 @@ class NoveltyGuard:
 # --- building and calibrating from a patch index ---------------------------------------------------------
 
 
-def patches_of(dataset: Dataset, rows: pd.DataFrame, patch_settings: PatchSettings) -> np.ndarray:
-    """The uint8 patches of patch-index rows, image by image in first-seen order."""
-    from steelqc.patches import slice_patches
-
-    return np.concatenate([
-        slice_patches(dataset.load_image(str(image_id)), list(zip(group["y"], group["x"], strict=True)),
-                      patch_settings.size, patch_settings.pad_mode)
-        for image_id, group in rows.groupby("image_id", sort=False)
-    ])  # fmt: skip
-
-
 def clean_training_rows(index: pd.DataFrame, settings: NoveltySettings, *, whole_images: bool = False) -> pd.DataFrame:
     """Up to ``settings.source_patches`` clean (label 0) training patches, a seeded sample in index order.
 
@@ -381,18 +370,20 @@ def fit_guard(
 def _window_features(
     model: Any, dataset: Dataset, patch_settings: PatchSettings, layer: str, mode: InferenceMode, workers: int
 ) -> Callable[[pd.DataFrame], np.ndarray]:
-    """Features of ``layer`` for patch-index rows (in the rows' order), computed the way ``mode`` scores."""
+    """Features of ``layer`` for patch-index rows grouped by image (in their order), computed the way ``mode``
+    scores."""
     if mode == STRIP:
         from steelqc.strip import keras_strip_model, strip_rows
 
         strip = keras_strip_model(model)
         return lambda rows: strip_rows(strip, dataset.load_image, rows, patch_settings, workers=workers).features(layer)
     from steelqc.inference import score_in_batches
+    from steelqc.patches import index_row_patches
 
     recorder = NoveltyRecorder(model, layer)
 
     def embed(rows: pd.DataFrame) -> np.ndarray:
-        score_in_batches(recorder, patches_of(dataset, rows, patch_settings), 64)
+        score_in_batches(recorder, index_row_patches(dataset, rows, patch_settings), 64)
         return recorder.take()
 
     return embed

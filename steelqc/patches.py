@@ -76,6 +76,16 @@ def slice_patches(
     return out
 
 
+def index_row_patches(dataset: Dataset, rows: pd.DataFrame, settings: PatchSettings) -> np.ndarray:
+    """The uint8 patches of patch-index rows (``image_id, y, x``), image by image in first-seen order: rows
+    already grouped by image come back in their own order."""
+    return np.concatenate([
+        slice_patches(dataset.load_image(str(image_id)), list(zip(group["y"], group["x"], strict=True)),
+                      settings.size, settings.pad_mode)
+        for image_id, group in rows.groupby("image_id", sort=False)
+    ])  # fmt: skip
+
+
 def extract_patches(
     pixels: np.ndarray, size: int, stride: int, pad_mode: PadMode
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:

@@ -121,10 +121,14 @@ class ScoredStrip:
     pooled: np.ndarray  # (N, C): the backbone's features pooled per window (the patch model's ``pool``)
 
     def features(self, layer: str) -> np.ndarray:
-        """The per-window features of a patch-model layer: ``pool`` or ``embedding``."""
-        if layer not in ("pool", "embedding"):
-            raise ValueError(f"strip mode computes the pool and embedding layers, not {layer!r}")
-        return self.pooled if layer == "pool" else self.embeddings
+        return layer_features(layer, self.pooled, self.embeddings)
+
+
+def layer_features(layer: str, pooled: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """The per-window features of a patch-model layer that strip mode computes: ``pool`` or ``embedding``."""
+    if layer not in ("pool", "embedding"):
+        raise ValueError(f"strip mode computes the pool and embedding layers, not {layer!r}")
+    return pooled if layer == "pool" else embeddings
 
 
 def score_strips(
@@ -170,7 +174,7 @@ class WindowOutputs:
     pooled: np.ndarray  # (N, C)
 
     def features(self, layer: str) -> np.ndarray:
-        return ScoredStrip([], self.scores, self.embeddings, self.pooled).features(layer)
+        return layer_features(layer, self.pooled, self.embeddings)
 
 
 def strip_rows(

@@ -113,9 +113,10 @@ def reference_patches(
     seed: int = 0,
 ) -> np.ndarray:
     """The uint8 patches of :func:`reference_rows`, in their order."""
-    from steelqc.novelty import patches_of
+    from steelqc.patches import index_row_patches
 
-    return patches_of(dataset, reference_rows(index, split=split, max_patches=max_patches, seed=seed), patch_settings)
+    rows = reference_rows(index, split=split, max_patches=max_patches, seed=seed)
+    return index_row_patches(dataset, rows, patch_settings)
 
 
 def log_reference(
@@ -141,10 +142,10 @@ def log_reference(
 
     import mlflow
 
-    from steelqc.novelty import patches_of
+    from steelqc.patches import index_row_patches
 
     rows = reference_rows(index, max_patches=max_patches)
-    patches = patches_of(dataset, rows, patch_settings)
+    patches = index_row_patches(dataset, rows, patch_settings)
     if mode == STRIP:
         from steelqc.strip import keras_strip_model, strip_rows
 
