@@ -223,8 +223,8 @@ def inspect_batch(
 
     Memory stays bounded on any number of images: at most ``2 × workers`` images are decoded ahead of
     the model, ``batch_images`` are scored at a time, and each group's decisions are written out before the
-    next is scored. Patch-log rows are staged to local parquet files and appended to the log only when the
-    batch has finished, so a failed or retried run never logs its patches twice.
+    next is scored. Patch-log rows are staged to local parquet files and appended to the log only once the
+    decision files are in place, so a run that fails before then logs nothing (and its retry logs once).
     """
     if workers < 1 or batch_images < 1:
         raise ValueError("workers and batch_images must be at least 1")
@@ -247,34 +247,34 @@ def inspect_batch(
     loaded = ordered_parallel_map(
         lambda name: _load(storage, name, image_size, geometry, max_image_pixels), names, workers
     )
-    with (
-        _DecisionFiles(out, columns, _provenance(decided_by, inspector, decided_at)) as files,
-        _StagedPatchLog(patch_log) as staged,
-    ):
-        for group in _groups(loaded, batch_images):
-            good = [item for item in group if item.pixels is not None]
-            results = scorer.inspect([item.pixels for item in good if item.pixels is not None])
-            embeddings = recorder.take() if recorder is not None else None
-            if want_embeddings and inspector.mode == STRIP and results:
-                embeddings = np.concatenate([r.embeddings for r in results if r.embeddings is not None])
-            if patch_log is not None:
-                frame = _log_frame(good, results, embeddings, reducer)
-                staged.add(frame.assign(model_version=model_version) if model_version is not None else frame)
-            rows: list[dict[str, object]] = []
-            in_order = iter(results)
-            for item in group:
-                if item.pixels is None:
-                    rows.append(_error_row(item))
-                    continue
-                result = next(in_order)
-                rows.append({"image": item.name, **result_record(result), "error": ""})
-                if result.decision in (HOLD, FAIL):
-                    path = overlay_path(out, item.name)
-                    path.write_bytes(encode_png(heatmap_overlay(item.pixels, result, inspector.patch_size)))
-            summary.add(files.write(rows))
-            if progress is not None:
-                progress(len(group), len(names))
-        # Appended last: a run that fails before here rewrites its decisions on retry but logged nothing.
+    with _StagedPatchLog(patch_log) as staged:
+        with _DecisionFiles(out, columns, _provenance(decided_by, inspector, decided_at)) as files:
+            for group in _groups(loaded, batch_images):
+                good = [item for item in group if item.pixels is not None]
+                results = scorer.inspect([item.pixels for item in good if item.pixels is not None])
+                embeddings = recorder.take() if recorder is not None else None
+                if want_embeddings and inspector.mode == STRIP and results:
+                    embeddings = np.concatenate([r.embeddings for r in results if r.embeddings is not None])
+                if patch_log is not None:
+                    frame = _log_frame(good, results, embeddings, reducer)
+                    staged.add(frame.assign(model_version=model_version) if model_version is not None else frame)
+                rows: list[dict[str, object]] = []
+                in_order = iter(results)
+                for item in group:
+                    if item.pixels is None:
+                        rows.append(_error_row(item))
+                        continue
+                    result = next(in_order)
+                    rows.append({"image": item.name, **result_record(result), "error": ""})
+                    if result.decision in (HOLD, FAIL):
+                        path = overlay_path(out, item.name)
+                        path.write_bytes(encode_png(heatmap_overlay(item.pixels, result, inspector.patch_size)))
+                summary.add(files.write(rows))
+                if progress is not None:
+                    progress(len(group), len(names))
+        # Appended once the decisions are in place: a run that fails before here logged nothing. Up to
+        # PATCH_LOG_ROWS_PER_FILE rows this is one file; a larger batch interrupted while appending (storage
+        # gone) can leave its first parts logged.
         log_files = staged.commit()
     shown = summary.shown()
     overlays = {str(r.image): overlay_path(out, str(r.image)) for r in shown.itertuples() if r.decision in (HOLD, FAIL)}
