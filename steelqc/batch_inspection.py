@@ -377,9 +377,9 @@ class _StagedPatchLog:
         self.log = log
         self._held: list[pd.DataFrame] = []
         self._staged: list[Path] = []
+        self._folder: tempfile.TemporaryDirectory[str] | None = None  # made at the first staging
 
     def __enter__(self) -> _StagedPatchLog:
-        self._folder = tempfile.TemporaryDirectory(prefix="steelqc-patch-log-")
         return self
 
     def add(self, frame: pd.DataFrame) -> None:
@@ -390,6 +390,8 @@ class _StagedPatchLog:
             self._stage()
 
     def _stage(self) -> None:
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="steelqc-patch-log-")
         path = Path(self._folder.name) / f"part-{len(self._staged):05d}.parquet"
         pd.concat(self._held, ignore_index=True).to_parquet(path, index=False)
         self._staged.append(path)
@@ -405,7 +407,8 @@ class _StagedPatchLog:
         return [uri for uri in written if uri is not None]
 
     def __exit__(self, *_: object) -> None:
-        self._folder.cleanup()
+        if self._folder is not None:
+            self._folder.cleanup()
 
 
 def _provenance(decided_by: DecidedBy | None, inspector: Inspector, decided_at: str) -> dict[str, object]:

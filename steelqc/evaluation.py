@@ -275,8 +275,12 @@ def _empty_gallery(message: str, out_dir: Path, name: str) -> Path:
 
 
 def _gallery(patches: pd.DataFrame, load_image: Callable[[str], np.ndarray],
-             load_masks: Callable[[str], np.ndarray] | None, title: str, out_dir: Path, name: str) -> Path:
-    """Crops of the listed patches, worst first; with ``load_masks`` each defect is outlined in red."""
+             load_masks: Callable[[str], np.ndarray] | None, title: str, out_dir: Path, name: str,
+             *, empty: str) -> Path:
+    """Crops of the listed patches, worst first; with ``load_masks`` each defect is outlined in red. No patches:
+    a figure that says ``empty``."""
+    if patches.empty:
+        return _empty_gallery(empty, out_dir, name)
     cols = min(6, len(patches))
     nrows = -(-len(patches) // cols)
     fig = Figure(figsize=(max(2.2 * cols, 6.0), 2.5 * nrows + 0.4), layout="constrained")  # room for the title
@@ -368,20 +372,16 @@ def evaluate(
     }
     if load_image is not None:
         at_pass = f"at t_pass {thresholds.t_pass:.4f}"
-        plots["false_negatives"] = (
-            _gallery(missed.head(GALLERY_MAX), load_image, load_masks,
-                     f"Missed defects, {split} split: {len(missed)} {at_pass} (defect outlined)", out,
-                     "false_negatives")
-            if not missed.empty
-            else _empty_gallery(f"No missed defects on the {split} split {at_pass}", out, "false_negatives")
-        )
-        plots["false_positives"] = (
-            _gallery(false_pos.head(GALLERY_MAX), load_image, None,
-                     f"Worst false positives, {split} split: {len(false_pos)} clean patches {at_pass}", out,
-                     "false_positives")
-            if not false_pos.empty
-            else _empty_gallery(f"No false positives on the {split} split {at_pass}", out, "false_positives")
-        )
+        plots["false_negatives"] = _gallery(
+            missed.head(GALLERY_MAX), load_image, load_masks,
+            f"Missed defects, {split} split: {len(missed)} {at_pass} (defect outlined)", out, "false_negatives",
+            empty=f"No missed defects on the {split} split {at_pass}",
+        )  # fmt: skip
+        plots["false_positives"] = _gallery(
+            false_pos.head(GALLERY_MAX), load_image, None,
+            f"Worst false positives, {split} split: {len(false_pos)} clean patches {at_pass}", out, "false_positives",
+            empty=f"No false positives on the {split} split {at_pass}",
+        )  # fmt: skip
     report = EvaluationReport(
         metrics=metrics, confusion={**confusion, **image_confusion}, missed=missed, images=images,
         thresholds=thresholds, plots=plots,
